@@ -1,0 +1,140 @@
+"""The log port: what every stage needs from a partitioned, durable log.
+
+Two adapters implement it: :class:`streams.embedded.EmbeddedLog` (a SQLite file, the default)
+and :class:`streams.kafka.KafkaLog` (aiokafka against a Kafka-protocol broker). Both pass the
+same contract suite (tests/streams/contract.py), so a stage written against this port runs
+unchanged in either mode.
+
+Semantics shared by both adapters, which callers may rely on:
+
+* A topic has a fixed number of partitions, numbered from 0. Offsets within a partition start at
+  0 and grow by one per record, with no gaps.
+* A record appended with a key and no explicit partition lands on
+  :func:`streams.partitioner.partition_for` of that key, exactly as Kafka's default partitioner
+  places it, so a key lives on the same partition in both modes.
+* :meth:`Log.append` is all-or-nothing for the batch in the embedded adapter; the Kafka adapter
+  uses an idempotent producer, so a retried batch is never duplicated, and it returns only once
+  every record is acknowledged by the broker.
+* Records of one partition are read back in offset order. Nothing is promised about the order
+  between partitions.
+* Consumer-group positions are "the next offset to read", as in Kafka: committing offset N means
+  records 0..N-1 are done.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+class TopicPartition(NamedTuple):
+    """One partition of one topic."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """What a topic is created with. ``compacted`` maps to ``cleanup.policy=compact``."""
+
+    name: str
+    partitions: int
+    compacted: bool = False
+    retention_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record to append. ``partition=None`` lets the key choose (murmur2, like Kafka)."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    timestamp_ms: int = 0
+    headers: Headers = ()
+    partition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record read back from the log, with its position."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default=())
+
+    @property
+    def position(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+class UnknownTopicError(KeyError):
+    """Raised when a topic is read or appended to before it was created."""
+
+
+class Log(abc.ABC):
+    """The port. All methods are coroutines; call :meth:`close` when done.
+
+    Implementations are not safe for concurrent use by several tasks at once: each stage owns
+    its own instance (they are cheap), or serialises its calls.
+    """
+
+    @abc.abstractmethod
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create the topics that do not exist yet; existing topics are left as they are."""
+
+    @abc.abstractmethod
+    async def topics(self) -> dict[str, int]:
+        """Every topic with its partition count."""
+
+    @abc.abstractmethod
+    async def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
+        """Append a batch (its records may go to several topics) and return, for each record
+        in order, the ``(partition, offset)`` it landed at."""
+
+    @abc.abstractmethod
+    async def read(
+        self, topic: str, partition: int, offset: int, max_records: int = 10_000
+    ) -> list[Record]:
+        """Up to ``max_records`` records of one partition from ``offset`` on, in offset order.
+
+        Returns an empty list at the end of the partition (it does not wait for more).
+        """
+
+    @abc.abstractmethod
+    async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
+        """The first offset whose record timestamp is >= ``timestamp_ms``, or the end offset
+        when there is none (Kafka's ListOffsets semantics)."""
+
+    @abc.abstractmethod
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """For each partition of ``topic``, the offset the next appended record will get."""
+
+    @abc.abstractmethod
+    async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """Store the group's next-offset-to-read for each partition given."""
+
+    @abc.abstractmethod
+    async def committed(
+        self, group: str, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """The group's stored position for each partition, ``None`` where it has none."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. The instance must not be used afterwards."""
+
+    async def __aenter__(self) -> Log:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
