@@ -1,7 +1,8 @@
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiokafka.partitioner import DefaultPartitioner, murmur2 as aiokafka_murmur2
 from streams.partitioner import murmur2, partition_for
 
 

@@ -1,0 +1,438 @@
+"""The wire format: CloudEvents 1.0 JSON (structured mode), encoded and decoded with orjson.
+
+One event is one JSON object::
+
+    {"specversion": "1.0", "id": "...", "source": "...", "type": "GpsPinged",
+     "time": "2026-11-25T14:05:00.000Z", "subject": "T-0001",
+     "datacontenttype": "application/json", "schemaversion": 1,
+     "data": {"technician_id": "T-0001", "lat": 42.5, "lon": 1.52, ...}}
+
+Derived events add the flat extension attributes ``causationid``, ``causationtopic``,
+``causationpartition`` and ``causationoffset``.
+
+:func:`decode` validates as it decodes and raises :class:`InvalidEvent`, whose
+:class:`Rejection` names the field and the rule broken; :func:`validate` returns the rejection
+instead of raising. Neither lets any other exception out, whatever the bytes: that is what lets
+a stage send bad input to the dead-letter topic and carry on.
+
+``decode(encode(e)) == e`` for every event ``e`` (tests/events/test_codec.py checks each type).
+Unknown attributes and data fields are ignored, so an older reader accepts a newer writer's
+additive changes; a ``schemaversion`` above the reader's is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
+
+import orjson
+
+from events.base import (
+    CAUSATION_ATTRIBUTES,
+    Causation,
+    Event,
+    NonEmpty,
+    OneOf,
+    Range,
+    TimestampMarker,
+)
+from events.kinds import EVENT_TYPES
+
+MAX_EVENT_BYTES = 64 * 1024
+"""Records larger than this are refused (rule ``too_large``)."""
+
+DEFAULT_MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
+"""How far ahead of the ingesting clock an event's ``time`` may be (device clocks drift)."""
+
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record was refused: the rule broken, the field (a dotted path) and a sentence."""
+
+    rule: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidEvent(ValueError):
+    """Raised by :func:`decode`; ``.rejection`` says what is wrong."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.message)
+        self.rejection = rejection
+
+
+class _Bad(Exception):
+    """Internal: a field broke a rule (the path is filled in by the caller)."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        self.rule = rule
+        self.message = message
+
+
+# -- time ----------------------------------------------------------------------------------
+
+
+def format_time(ms: int) -> str:
+    """Milliseconds since the epoch -> ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    seconds, milli = divmod(ms, 1000)
+    return f"{(_EPOCH + timedelta(seconds=seconds)).isoformat()}.{milli:03d}Z"
+
+
+def parse_time(text: str) -> int:
+    """An RFC 3339 time with an offset -> milliseconds since the epoch (truncated to the ms).
+
+    Raises ValueError for anything else, including a time without an offset.
+    """
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("no UTC offset")
+    return (moment - _EPOCH_UTC) // _MS
+
+
+# -- field converters, compiled once per event type ---------------------------------------
+
+Convert = Callable[[Any], Any]
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
+
+
+def _check_range(bounds: Range | None) -> Callable[[float], None]:
+    if bounds is None:
+        return lambda v: None
+    lo, hi = bounds.lo, bounds.hi
+
+    def check(v: float) -> None:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            low = "-inf" if lo is None else f"{lo:g}"
+            high = "inf" if hi is None else f"{hi:g}"
+            raise _Bad("range", f"{_describe(v)} is out of range [{low}, {high}]")
+
+    return check
+
+
+def _converter(hint: Any) -> Convert:
+    """Build the function that checks and converts one decoded JSON value to ``hint``."""
+    markers: tuple[Any, ...] = ()
+    if get_origin(hint) is Annotated:
+        hint, *extra = get_args(hint)
+        markers = tuple(extra)
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        inner = _converter(Annotated[options[0], *markers] if markers else options[0])
+
+        def optional(v: Any) -> Any:
+            return None if v is None else inner(v)
+
+        return optional
+
+    bounds = next((m for m in markers if isinstance(m, Range)), None)
+    check_range = _check_range(bounds)
+    if any(isinstance(m, TimestampMarker) for m in markers):
+
+        def timestamp(v: Any) -> int:
+            if type(v) is not str:
+                raise _Bad("type", f"expected an RFC 3339 time string, got {_type_name(v)}")
+            try:
+                return parse_time(v)
+            except ValueError:
+                raise _Bad(
+                    "time_format",
+                    f"{_describe(v)} is not an RFC 3339 time with a UTC offset",
+                ) from None
+
+        return timestamp
+    if hint is str:
+        choices = next((m.choices for m in markers if isinstance(m, OneOf)), None)
+        non_empty = any(isinstance(m, NonEmpty) for m in markers)
+
+        def string(v: Any) -> str:
+            if type(v) is not str:
+                raise _Bad("type", f"expected a string, got {_type_name(v)}")
+            if non_empty and not v:
+                raise _Bad("empty", "must not be empty")
+            if choices is not None and v not in choices:
+                raise _Bad("choice", f"{_describe(v)} is not one of {', '.join(choices)}")
+            return v
+
+        return string
+    if hint is bool:
+
+        def boolean(v: Any) -> bool:
+            if type(v) is not bool:
+                raise _Bad("type", f"expected a boolean, got {_type_name(v)}")
+            return v
+
+        return boolean
+    if hint is int:
+
+        def integer(v: Any) -> int:
+            if type(v) is not int:
+                raise _Bad("type", f"expected an integer, got {_type_name(v)}")
+            check_range(v)
+            return v
+
+        return integer
+    if hint is float:
+
+        def number(v: Any) -> float:
+            t = type(v)
+            if t is not float and t is not int:
+                raise _Bad("type", f"expected a number, got {_type_name(v)}")
+            f = float(v)
+            if not math.isfinite(f):
+                raise _Bad("range", "must be a finite number")
+            check_range(f)
+            return f
+
+        return number
+    if origin is tuple:
+        item = _converter(get_args(hint)[0])
+
+        def sequence(v: Any) -> tuple[Any, ...]:
+            if type(v) is not list:
+                raise _Bad("type", f"expected an array, got {_type_name(v)}")
+            return tuple(item(x) for x in v)
+
+        return sequence
+    if origin is dict:
+        value_hint = get_args(hint)[1]
+        value = _converter(Annotated[int, Range(0, None)] if value_hint is int else value_hint)
+
+        def mapping(v: Any) -> dict[str, Any]:
+            if type(v) is not dict:
+                raise _Bad("type", f"expected an object, got {_type_name(v)}")
+            out = {}
+            for key, x in v.items():
+                try:
+                    out[key] = value(x)
+                except _Bad as bad:
+                    raise _Bad(bad.rule, f"[{key!r}]: {bad.message}") from None
+            return out
+
+        return mapping
+    raise TypeError(f"no converter for {hint!r}")  # a programming error in events/kinds.py
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Spec:
+    cls: type[Event]
+    envelope: tuple[tuple[str, Convert], ...]
+    data: tuple[tuple[str, Convert, bool, Any], ...]
+    """(name, convert, required, default) for each data field."""
+    time_fields: frozenset[str]
+
+
+def _compile(cls: type[Event]) -> _Spec:
+    hints = get_type_hints(cls, include_extras=True)
+    envelope = tuple((name, _converter(hints[name])) for name in ("id", "source", "subject"))
+    data = []
+    time_fields = set()
+    for f in dataclasses.fields(cls):
+        if f.name in ("id", "source", "time", "subject", "causation"):
+            continue
+        hint = hints[f.name]
+        if get_origin(hint) is Annotated and any(
+            isinstance(m, TimestampMarker) for m in get_args(hint)[1:]
+        ):
+            time_fields.add(f.name)
+        elif get_origin(hint) in (Union, types.UnionType):
+            inner = next(a for a in get_args(hint) if a is not type(None))
+            if get_origin(inner) is Annotated and any(
+                isinstance(m, TimestampMarker) for m in get_args(inner)[1:]
+            ):
+                time_fields.add(f.name)
+        has_default = f.default is not dataclasses.MISSING
+        default = f.default if has_default else None
+        data.append((f.name, _converter(hint), not has_default, default))
+    return _Spec(cls, envelope, tuple(data), frozenset(time_fields))
+
+
+_SPECS: dict[str, _Spec] = {name: _compile(cls) for name, cls in EVENT_TYPES.items()}
+_TIME = _converter(get_type_hints(Event, include_extras=True)["time"])
+_INT = _converter(int)
+_STR = _converter(str)
+
+
+# -- decode --------------------------------------------------------------------------------
+
+
+def _reject(rule: str, field: str, message: str) -> Rejection:
+    where = f"field '{field}': " if field else ""
+    return Rejection(rule, field, f"{where}{message}")
+
+
+def validate(
+    raw: bytes,
+    *,
+    now_ms: int | None = None,
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+) -> Event | Rejection:
+    """Decode and check one record. Never raises.
+
+    ``now_ms`` is the ingesting clock (events/ reads no clock itself); when given, an event
+    whose ``time`` is more than ``max_future_skew_ms`` after it is refused (rule ``future``).
+    """
+    try:
+        return _validate(raw, now_ms, max_future_skew_ms)
+    except Exception as exc:  # a guard: no input may crash a stage, whatever it is
+        return _reject("invalid", "", f"unreadable event ({type(exc).__name__}: {exc})")
+
+
+def _validate(raw: bytes, now_ms: int | None, max_future_skew_ms: int) -> Event | Rejection:
+    if len(raw) > MAX_EVENT_BYTES:
+        return _reject(
+            "too_large", "", f"event is {len(raw)} bytes, over the limit of {MAX_EVENT_BYTES}"
+        )
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return _reject("encoding", "", f"not valid UTF-8 (byte {bad.start}: {bad.reason})")
+        return _reject("json", "", f"not valid JSON ({exc})")
+    if type(doc) is not dict:
+        return _reject("not_object", "", f"an event must be a JSON object, got {_type_name(doc)}")
+    kind = doc.get("type")
+    if kind is None:
+        return _reject("missing", "type", "is required")
+    if type(kind) is not str:
+        return _reject("type", "type", f"expected a string, got {_type_name(kind)}")
+    spec = _SPECS.get(kind)
+    if spec is None:
+        return _reject("unknown_type", "type", f"unknown event type {_describe(kind)}")
+    spec_version = doc.get("specversion", "1.0")
+    if spec_version != "1.0":
+        return _reject("choice", "specversion", f"{_describe(spec_version)} is not CloudEvents 1.0")
+    version = doc.get("schemaversion", 1)
+    if type(version) is not int or not 1 <= version <= spec.cls.SCHEMA_VERSION:
+        return _reject(
+            "schema_version",
+            "schemaversion",
+            f"{_describe(version)} is not a version this reader knows "
+            f"(1..{spec.cls.SCHEMA_VERSION} for {kind})",
+        )
+    values: dict[str, Any] = {}
+    field = ""
+    try:
+        for field, convert in spec.envelope:
+            if field not in doc:
+                return _reject("missing", field, "is required")
+            values[field] = convert(doc[field])
+        field = "time"
+        if "time" not in doc:
+            return _reject("missing", "time", "is required")
+        values["time"] = _TIME(doc["time"])
+        if now_ms is not None and values["time"] > now_ms + max_future_skew_ms:
+            ahead = (values["time"] - now_ms) / 1000
+            return _reject(
+                "future",
+                "time",
+                f"{doc['time']} is {ahead:.0f} s in the future "
+                f"(allowed skew {max_future_skew_ms / 1000:.0f} s)",
+            )
+        if spec.cls.DERIVED:
+            parts: dict[str, Any] = {}
+            for field, attr in CAUSATION_ATTRIBUTES.items():
+                if field not in doc:
+                    return _reject("missing", field, "is required on a derived event")
+                convert = _STR if attr in ("id", "topic") else _INT
+                parts[attr] = convert(doc[field])
+            values["causation"] = Causation(**parts)
+        field = "data"
+        data = doc.get("data")
+        if data is None:
+            return _reject("missing", "data", "is required")
+        if type(data) is not dict:
+            return _reject("type", "data", f"expected an object, got {_type_name(data)}")
+        for name, convert, required, default in spec.data:
+            field = f"data.{name}"
+            if name in data:
+                values[name] = convert(data[name])
+            elif required:
+                return _reject("missing", field, "is required")
+            else:
+                values[name] = default
+    except _Bad as bad:
+        return _reject(bad.rule, field, bad.message)
+    return spec.cls(**values)
+
+
+def decode(
+    raw: bytes,
+    *,
+    now_ms: int | None = None,
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+) -> Event:
+    """Like :func:`validate`, but raises :class:`InvalidEvent` on a bad record."""
+    result = validate(raw, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms)
+    if isinstance(result, Rejection):
+        raise InvalidEvent(result)
+    return result
+
+
+# -- encode --------------------------------------------------------------------------------
+
+
+def to_document(event: Event) -> dict[str, Any]:
+    """The CloudEvents JSON object of an event (what :func:`encode` serialises)."""
+    spec = _SPECS[event.type]
+    doc: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "time": format_time(event.time),
+        "subject": event.subject,
+        "datacontenttype": "application/json",
+        "schemaversion": spec.cls.SCHEMA_VERSION,
+    }
+    if spec.cls.DERIVED:
+        cause: Causation = getattr(event, "causation")  # noqa: B009 (only on derived events)
+        doc["causationid"] = cause.id
+        doc["causationtopic"] = cause.topic
+        doc["causationpartition"] = cause.partition
+        doc["causationoffset"] = cause.offset
+    data: dict[str, Any] = {}
+    times = spec.time_fields
+    for name, _convert, _required, _default in spec.data:
+        value = getattr(event, name)
+        if name in times and value is not None:
+            value = format_time(value)
+        data[name] = value
+    doc["data"] = data
+    return doc
+
+
+def encode(event: Event) -> bytes:
+    """The event as compact UTF-8 JSON bytes (deterministic: same event, same bytes)."""
+    return orjson.dumps(to_document(event))

@@ -1,0 +1,268 @@
+"""EmbeddedLog: the log port on one SQLite file, the default for a single machine.
+
+The file (``DATA_DIR/log.sqlite3``) holds topics, partitions, records and consumer-group
+positions. It runs in WAL mode, so:
+
+* an appended batch is one transaction: it is all visible or not at all, and once
+  :meth:`EmbeddedLog.append` returns it survives ``kill -9`` of the writer (and, with the
+  default ``synchronous=FULL``, a power cut);
+* readers in other processes see every committed batch and never block the writer;
+* several processes may append; SQLite serialises their transactions (``BEGIN IMMEDIATE``
+  takes the write lock before offsets are read, so offsets never collide).
+
+Retention and compaction settings are recorded but not enforced: the embedded log keeps
+everything, which is what a replay of a day or a week on one machine wants.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import orjson
+
+from streams.log import (
+    Headers,
+    Log,
+    OutRecord,
+    Record,
+    TopicPartition,
+    TopicSpec,
+    UnknownTopicError,
+)
+from streams.partitioner import partition_for
+
+LOG_FILE = "log.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    partitions INTEGER NOT NULL,
+    compacted INTEGER NOT NULL DEFAULT 0,
+    retention_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS partitions (
+    topic_id INTEGER NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    topic_id INTEGER NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    key BLOB,
+    value BLOB NOT NULL,
+    headers BLOB,
+    PRIMARY KEY (topic_id, partition, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+) WITHOUT ROWID;
+"""
+
+
+def _pack_headers(headers: Headers) -> bytes | None:
+    # latin-1 maps each byte to one code point, so arbitrary header bytes survive JSON intact.
+    if not headers:
+        return None
+    return orjson.dumps([[name, value.decode("latin-1")] for name, value in headers])
+
+
+def _unpack_headers(blob: bytes | None) -> Headers:
+    if blob is None:
+        return ()
+    return tuple((name, value.encode("latin-1")) for name, value in orjson.loads(blob))
+
+
+class EmbeddedLog(Log):
+    """The log port on a SQLite file. Use :meth:`open`; one instance per task."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+        self._topics: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    def open(cls, data_dir: Path | str, *, synchronous: str = "FULL") -> EmbeddedLog:
+        """Open (creating if needed) the log in ``data_dir``.
+
+        ``synchronous`` is SQLite's: ``FULL`` survives power loss, ``NORMAL`` survives a
+        crash of the process but may lose the last batches on power loss.
+        """
+        if synchronous not in ("FULL", "NORMAL", "OFF"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or OFF, not {synchronous!r}")
+        directory = Path(data_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / LOG_FILE
+        db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA cache_size=-65536")
+        db.executescript(_SCHEMA)
+        return cls(db, path)
+
+    # -- topics --------------------------------------------------------------------------------
+
+    def _topic(self, name: str) -> tuple[int, int]:
+        found = self._topics.get(name)
+        if found is None:
+            row = self._db.execute(
+                "SELECT id, partitions FROM topics WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise UnknownTopicError(name)
+            found = self._topics[name] = (row[0], row[1])
+        return found
+
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for spec in specs:
+                if spec.partitions < 1:
+                    raise ValueError(f"{spec.name}: a topic needs at least one partition")
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO topics (name, partitions, compacted, retention_ms) "
+                    "VALUES (?, ?, ?, ?)",
+                    (spec.name, spec.partitions, int(spec.compacted), spec.retention_ms),
+                )
+                if cursor.rowcount:
+                    topic_id = cursor.lastrowid
+                    db.executemany(
+                        "INSERT INTO partitions (topic_id, partition, next_offset) "
+                        "VALUES (?, ?, 0)",
+                        [(topic_id, p) for p in range(spec.partitions)],
+                    )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def topics(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT name, partitions FROM topics").fetchall())
+
+    # -- append --------------------------------------------------------------------------------
+
+    async def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
+        if not records:
+            return []
+        topic = self._topic
+        # Resolve every record's partition before taking the write lock.
+        placed: list[tuple[int, int]] = []
+        for r in records:
+            topic_id, count = topic(r.topic)
+            if r.partition is not None:
+                if not 0 <= r.partition < count:
+                    raise ValueError(f"{r.topic} has no partition {r.partition}")
+                placed.append((topic_id, r.partition))
+            elif r.key is not None:
+                placed.append((topic_id, partition_for(r.key, count)))
+            else:
+                placed.append((topic_id, 0))
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Read the next offsets inside the write transaction: another process may append.
+            next_offset: dict[tuple[int, int], int] = {}
+            for tp in set(placed):
+                next_offset[tp] = db.execute(
+                    "SELECT next_offset FROM partitions WHERE topic_id = ? AND partition = ?", tp
+                ).fetchone()[0]
+            rows = []
+            positions: list[tuple[int, int]] = []
+            for r, tp in zip(records, placed, strict=True):
+                offset = next_offset[tp]
+                next_offset[tp] = offset + 1
+                positions.append((tp[1], offset))
+                rows.append(
+                    (tp[0], tp[1], offset, r.timestamp_ms, r.key, r.value, _pack_headers(r.headers))
+                )
+            db.executemany(
+                "INSERT INTO records (topic_id, partition, offset, ts, key, value, headers) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.executemany(
+                "UPDATE partitions SET next_offset = ? WHERE topic_id = ? AND partition = ?",
+                [(offset, t, p) for (t, p), offset in next_offset.items()],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return positions
+
+    # -- read ----------------------------------------------------------------------------------
+
+    async def read(
+        self, topic: str, partition: int, offset: int, max_records: int = 10_000
+    ) -> list[Record]:
+        topic_id, _ = self._topic(topic)
+        rows = self._db.execute(
+            "SELECT offset, ts, key, value, headers FROM records "
+            "WHERE topic_id = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
+            (topic_id, partition, offset, max_records),
+        ).fetchall()
+        return [
+            Record(topic, partition, o, ts, key, value, _unpack_headers(headers) if headers else ())
+            for o, ts, key, value, headers in rows
+        ]
+
+    async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
+        topic_id, _ = self._topic(topic)
+        row = self._db.execute(
+            "SELECT min(offset) FROM records WHERE topic_id = ? AND partition = ? AND ts >= ?",
+            (topic_id, partition, timestamp_ms),
+        ).fetchone()
+        if row[0] is not None:
+            return int(row[0])
+        return (await self.end_offsets(topic))[partition]
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        topic_id, _ = self._topic(topic)
+        return dict(
+            self._db.execute(
+                "SELECT partition, next_offset FROM partitions WHERE topic_id = ? "
+                "ORDER BY partition",
+                (topic_id,),
+            ).fetchall()
+        )
+
+    # -- consumer groups -----------------------------------------------------------------------
+
+    async def commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT INTO group_offsets (grp, topic, partition, offset) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (grp, topic, partition) DO UPDATE SET offset = excluded.offset",
+                [(group, tp.topic, tp.partition, offset) for tp, offset in offsets.items()],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    async def committed(
+        self, group: str, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        found: dict[TopicPartition, int | None] = {}
+        for tp in partitions:
+            row = self._db.execute(
+                "SELECT offset FROM group_offsets WHERE grp = ? AND topic = ? AND partition = ?",
+                (group, tp.topic, tp.partition),
+            ).fetchone()
+            found[tp] = None if row is None else int(row[0])
+        return found
+
+    async def close(self) -> None:
+        self._db.close()

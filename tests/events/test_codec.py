@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events import kinds
+from events.codec import (
+    MAX_EVENT_BYTES,
+    InvalidEvent,
+    Rejection,
+    decode,
+    encode,
+    format_time,
+    parse_time,
+    validate,
+)
+from tests.events.samples import SAMPLES, T0
+
+
+def test_there_is_a_sample_of_every_event_kind() -> None:
+    assert {type(s) for s in SAMPLES} == set(kinds.ALL_EVENTS)
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: e.type)
+def test_every_kind_round_trips_losslessly(event: kinds.Event) -> None:
+    raw = encode(event)
+    assert decode(raw) == event
+    assert encode(decode(raw)) == raw
+
+
+def test_wire_format_is_cloudevents() -> None:
+    ping = next(s for s in SAMPLES if isinstance(s, kinds.GpsPinged))
+    doc = orjson.loads(encode(ping))
+    assert doc["specversion"] == "1.0"
+    assert doc["type"] == "GpsPinged"
+    assert doc["time"] == format_time(ping.time)
+    assert doc["time"].endswith("Z")
+    assert doc["data"]["lat"] == ping.lat
+    derived = next(s for s in SAMPLES if isinstance(s, kinds.EtaUpdated))
+    doc = orjson.loads(encode(derived))
+    assert (doc["causationtopic"], doc["causationpartition"], doc["causationoffset"]) == (
+        "fs.gps",
+        3,
+        1234,
+    )
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800_000))
+def test_time_formatting_round_trips(ms: int) -> None:
+    assert parse_time(format_time(ms)) == ms
+
+
+def test_time_parsing_accepts_offsets_and_truncates_to_milliseconds() -> None:
+    assert parse_time("2026-11-25T10:00:00+02:00") == parse_time("2026-11-25T08:00:00Z")
+    assert parse_time("2026-11-25T08:00:00.123987Z") == parse_time("2026-11-25T08:00:00.123Z")
+
+
+@given(
+    lat=st.floats(-90, 90, allow_nan=False),
+    lon=st.floats(-180, 180, allow_nan=False),
+    speed=st.none() | st.floats(0, 80, allow_nan=False),
+    t=st.integers(0, 4_102_444_800_000),
+)
+@settings(max_examples=300)
+def test_pings_round_trip_for_any_valid_values(
+    lat: float, lon: float, speed: float | None, t: int
+) -> None:
+    ping = kinds.GpsPinged(
+        id="p",
+        source="s",
+        time=t,
+        subject="T",
+        technician_id="T",
+        lat=lat,
+        lon=lon,
+        speed_mps=speed,
+    )
+    assert decode(encode(ping)) == ping
+
+
+def test_decode_raises_with_the_rejection() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode(b"{}")
+    assert info.value.rejection.rule == "missing"
+    assert info.value.rejection.field == "type"
+
+
+def test_encoding_is_deterministic() -> None:
+    assert [encode(s) for s in SAMPLES] == [encode(s) for s in SAMPLES]
+    assert len(max((encode(s) for s in SAMPLES), key=len)) < MAX_EVENT_BYTES
+    assert isinstance(validate(encode(SAMPLES[0])), kinds.TechnicianRegistered)
+    assert not isinstance(validate(encode(SAMPLES[0])), Rejection)
+    assert T0 > 0

@@ -1,0 +1,151 @@
+"""EmbeddedLog: the shared contract, plus durability across processes and kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.embedded import EmbeddedLog
+from streams.log import Log, OutRecord, TopicSpec
+from tests.streams.contract import LogContract
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class TestEmbeddedLog(LogContract):
+    @pytest.fixture(autouse=True)
+    def _data_dir(self, tmp_path: Path) -> None:
+        self.data_dir = tmp_path
+
+    async def open_log(self) -> Log:
+        return EmbeddedLog.open(self.data_dir)
+
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from streams.embedded import EmbeddedLog
+    from streams.log import OutRecord, TopicSpec
+
+    async def main(data_dir, batch):
+        log = EmbeddedLog.open(data_dir)
+        await log.create_topics([TopicSpec("t", 2)])
+        n = 0
+        while True:
+            await log.append(
+                [OutRecord("t", b"x" * 100, b"k%d" % (i % 7)) for i in range(n, n + batch)]
+            )
+            n += batch
+            print(n, flush=True)
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+def _count(data_dir: Path) -> tuple[int, dict[int, list[int]]]:
+    async def main() -> tuple[int, dict[int, list[int]]]:
+        log = EmbeddedLog.open(data_dir)
+        try:
+            offsets: dict[int, list[int]] = {}
+            for partition in await log.end_offsets("t"):
+                offsets[partition] = [r.offset for r in await log.read("t", partition, 0, 10**7)]
+            return sum(len(v) for v in offsets.values()), offsets
+        finally:
+            await log.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.1])
+def test_kill_9_keeps_every_committed_batch_and_no_partial_one(
+    tmp_path: Path, delay: float
+) -> None:
+    batch = 997  # a prime, so a torn batch could not hide as a multiple of anything else
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path), str(batch)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout is not None
+    reported = 0
+    deadline = time.monotonic() + 30
+    while reported < batch * 3 and time.monotonic() < deadline:
+        reported = int(proc.stdout.readline())
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for line in proc.stdout:  # batches the writer reported before it died
+        reported = int(line)
+    total, offsets = _count(tmp_path)
+    assert total >= reported, "a batch reported as appended was lost"
+    assert total % batch == 0, f"a partial batch is visible ({total} records)"
+    for partition_offsets in offsets.values():
+        assert partition_offsets == list(range(len(partition_offsets))), "gap in offsets"
+
+
+def test_a_reader_in_another_process_sees_appends(tmp_path: Path) -> None:
+    reader = textwrap.dedent(
+        """
+        import asyncio, sys, time
+        from streams.embedded import EmbeddedLog
+
+        async def main(data_dir):
+            log = EmbeddedLog.open(data_dir)
+            deadline = time.monotonic() + 20
+            seen = 0
+            while seen < 300 and time.monotonic() < deadline:
+                seen = sum((await log.end_offsets("t")).values())
+                await asyncio.sleep(0.01)
+            records = await log.read("t", 0, 0)
+            print(seen, records[-1].value.decode())
+
+        asyncio.run(main(sys.argv[1]))
+        """
+    )
+
+    async def prepare() -> EmbeddedLog:
+        log = EmbeddedLog.open(tmp_path)
+        await log.create_topics([TopicSpec("t", 1)])
+        return log
+
+    log = asyncio.run(prepare())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", reader, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+    async def write() -> None:
+        for i in range(3):
+            await log.append([OutRecord("t", b"%d" % (i * 100 + j)) for j in range(100)])
+            await asyncio.sleep(0.05)
+        await log.close()
+
+    asyncio.run(write())
+    out, _ = proc.communicate(timeout=30)
+    assert out.split() == ["300", "299"]
+
+
+def test_a_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
+    async def main() -> None:
+        log = EmbeddedLog.open(tmp_path)
+        await log.create_topics([TopicSpec("t", 2)])
+        with pytest.raises(ValueError, match="no partition 5"):
+            await log.append([OutRecord("t", b"ok"), OutRecord("t", b"bad", partition=5)])
+        assert await log.end_offsets("t") == {0: 0, 1: 0}
+        await log.close()
+
+    asyncio.run(main())
