@@ -5,7 +5,7 @@ from __future__ import annotations
 from events import kinds as k
 from events.base import Causation, Event
 
-T0 = 1_795_600_000_000  # 2026-11-25T08:26:40Z
+T0 = 1_795_340_800_000  # 2026-11-22T08:26:40Z
 CAUSE = Causation(id="ev-cause", topic="fs.gps", partition=3, offset=1234)
 
 

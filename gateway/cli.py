@@ -1,0 +1,237 @@
+"""The ``fieldstream`` command: one CLI, one subcommand per job.
+
+Every subcommand takes ``--data-dir DIR`` (embedded mode; default ``./fieldstream-data`` or
+``$FIELDSTREAM_DATA_DIR``) or ``--kafka HOST:PORT`` / ``--db URL`` (scale-out mode), and
+``--format table|json`` (tables for people, JSON for scripts). Long work shows a progress bar
+on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from events.catalog import TOPICS, TOPICS_BY_NAME
+from events.schema import all_event_schemas, asyncapi_document
+from gateway.output import FORMATS, emit, progress_bar
+from streams.bootstrap import open_log
+from streams.config import Config
+from streams.ingest import Ingestor, IngestReport, batched, read_lines
+
+Handler = Callable[[argparse.Namespace, Config], int]
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _common(parser: argparse.ArgumentParser, formats: Sequence[str] = ("table", "json")) -> None:
+    where = parser.add_argument_group("where the data lives")
+    where.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded mode: the data directory (default ./fieldstream-data, "
+        "or $FIELDSTREAM_DATA_DIR)",
+    )
+    where.add_argument("--kafka", metavar="HOST:PORT", help="scale-out mode: a Kafka broker")
+    where.add_argument("--db", metavar="URL", help="scale-out mode: postgresql://... for stores")
+    parser.add_argument("--format", choices=formats, default="table", help="output format")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = Config.from_env()
+    if args.data_dir is not None:
+        config = replace(config, data_dir=args.data_dir)
+    if args.kafka:
+        config = replace(config, kafka=args.kafka)
+    if args.db:
+        config = replace(config, db=args.db)
+    return config
+
+
+# -- ingest ------------------------------------------------------------------------------------
+
+
+async def ingest_file(
+    config: Config, path: Path | None, *, show_progress: bool, batch_size: int
+) -> IngestReport:
+    """Ingest a JSON-lines file (``None`` = stdin) into the configured log."""
+    log = await open_log(config)
+    report = IngestReport()
+    name = "stdin" if path is None else path.name
+    ingestor = Ingestor(log, max_future_skew_ms=config.max_future_skew_ms, source=name)
+    try:
+        stream = sys.stdin.buffer if path is None else path.open("rb")
+        total = None if path is None else path.stat().st_size
+        with stream, progress_bar(show_progress) as progress:
+            task = progress.add_task(f"ingest {name}", total=total)
+            chunks = iter(lambda: stream.read(1 << 20), b"")
+            line_no = 1
+            for batch in batched(read_lines(chunks), batch_size):
+                report.merge(await ingestor.ingest(batch, first_line=line_no))
+                line_no += len(batch)
+                progress.advance(task, sum(len(line) + 1 for line in batch))
+    finally:
+        await log.close()
+    return report
+
+
+def _report_rows(report: IngestReport) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [
+        {"outcome": "accepted", "topic / rule": topic, "records": n}
+        for topic, n in sorted(report.by_topic.items())
+        if topic != "fs.dlq"
+    ]
+    rows += [
+        {
+            "outcome": "rejected",
+            "topic / rule": rule,
+            "records": n,
+            "example": report.examples[rule],
+        }
+        for rule, n in report.by_rule.most_common()
+    ]
+    return rows
+
+
+def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
+    path = None if str(args.file) == "-" else Path(args.file)
+    if path is not None and not path.is_file():
+        raise CliError(f"no such file: {path}")
+    report = asyncio.run(
+        ingest_file(config, path, show_progress=args.format == "table", batch_size=args.batch)
+    )
+    summary = {
+        "records": report.records,
+        "accepted": report.accepted,
+        "rejected": report.rejected,
+        "blank_lines": report.blank,
+        "log": config.describe(),
+    }
+    if args.format == "json":
+        emit(
+            [],
+            fmt="json",
+            extra={**summary, "by_topic": dict(report.by_topic), "by_rule": dict(report.by_rule)},
+        )
+    else:
+        emit(
+            _report_rows(report),
+            fmt="table",
+            title=f"ingest {args.file}",
+            columns=["outcome", "topic / rule", "records", "example"],
+            extra=summary,
+        )
+    return 0
+
+
+# -- topics ------------------------------------------------------------------------------------
+
+
+async def topic_summary(config: Config) -> list[dict[str, Any]]:
+    """One row per topic: partitions, records, key and event types (from the catalog)."""
+    log = await open_log(config)
+    try:
+        existing = await log.topics()
+        rows = []
+        for name in sorted(existing):
+            ends = await log.end_offsets(name)
+            topic = TOPICS_BY_NAME.get(name)
+            rows.append(
+                {
+                    "topic": name,
+                    "partitions": existing[name],
+                    "records": sum(ends.values()),
+                    "key": topic.key if topic else "",
+                    "events": ", ".join(c.__name__ for c in topic.events) if topic else "",
+                }
+            )
+        return rows
+    finally:
+        await log.close()
+
+
+def cmd_topics(args: argparse.Namespace, config: Config) -> int:
+    rows = asyncio.run(topic_summary(config))
+    emit(rows, fmt=args.format, title=f"topics ({config.describe()})")
+    return 0
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+def cmd_schemas(args: argparse.Namespace, config: Config) -> int:
+    from importlib.metadata import version
+
+    out: Path = args.out
+    (out / "schemas").mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in all_event_schemas().items():
+        path = out / "schemas" / f"{name}.json"
+        path.write_bytes(orjson.dumps(schema, option=orjson.OPT_INDENT_2) + b"\n")
+        written.append({"file": str(path), "event": name})
+    doc = asyncapi_document(version("fieldstream"))
+    path = out / "asyncapi.json"
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    written.append({"file": str(path), "event": f"{len(TOPICS)} topics"})
+    emit(written, fmt=args.format, title="schemas written")
+    return 0
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fieldstream",
+        description="Event-sourced dispatch with streaming ETAs for field service.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="validate a JSON-lines file of events onto the log")
+    p.add_argument("file", help="a .jsonl file, one CloudEvents JSON event per line; - = stdin")
+    p.add_argument("--batch", type=int, default=5_000, help="records per log append")
+    _common(p)
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("topics", help="list the topics with their record counts")
+    _common(p, FORMATS)
+    p.set_defaults(handler=cmd_topics)
+
+    p = sub.add_parser("schemas", help="write JSON Schemas and an AsyncAPI document")
+    p.add_argument("--out", type=Path, required=True, help="directory to write into")
+    _common(p)
+    p.set_defaults(handler=cmd_schemas)
+
+    for register in _EXTENSIONS:
+        register(sub)
+    return parser
+
+
+_EXTENSIONS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = _config(args)
+        handler: Handler = args.handler
+        return handler(args, config)
+    except CliError as exc:
+        print(f"fieldstream {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

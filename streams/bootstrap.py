@@ -1,0 +1,30 @@
+"""The composition root: turns a :class:`Config` into connected adapters.
+
+Nothing in the project connects to anything at import time; everything goes through here.
+"""
+
+from __future__ import annotations
+
+from events.catalog import TOPICS, Topic
+from streams.config import Config
+from streams.embedded import EmbeddedLog
+from streams.log import Log, TopicSpec
+
+
+def topic_spec(topic: Topic) -> TopicSpec:
+    """The adapter-level spec of a catalog topic."""
+    return TopicSpec(topic.name, topic.partitions, topic.compacted, topic.retention_ms)
+
+
+async def open_log(config: Config, *, create_topics: bool = True) -> Log:
+    """Connect the log the configuration names, creating the catalog's topics if needed."""
+    log: Log
+    if config.kafka:
+        from streams.kafka import KafkaLog  # imported here: aiokafka is only needed in this mode
+
+        log = await KafkaLog.connect(config.kafka)
+    else:
+        log = EmbeddedLog.open(config.data_dir)
+    if create_topics:
+        await log.create_topics([topic_spec(t) for t in TOPICS])
+    return log

@@ -1,0 +1,71 @@
+"""The CLI end to end, in-process: ingest, topics, schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from events.codec import encode, to_document
+from events.kinds import INPUT_EVENTS
+from gateway.cli import main
+from tests.events.samples import SAMPLES
+
+
+def _jsonl(tmp_path: Path, lines: list[bytes]) -> Path:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_ingest_then_topics_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = [encode(s) for s in SAMPLES if type(s) in INPUT_EVENTS]
+    path = _jsonl(tmp_path, [*good, b"{broken"])
+    data = tmp_path / "data"
+    assert main(["ingest", str(path), "--data-dir", str(data), "--format", "json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["accepted"] == len(good)
+    assert report["by_rule"] == {"json": 1}
+
+    assert main(["topics", "--data-dir", str(data), "--format", "json"]) == 0
+    rows = {r["topic"]: r for r in orjson.loads(capsys.readouterr().out)["rows"]}
+    assert rows["fs.dlq"]["records"] == 1
+    assert rows["fs.gps"]["records"] == 1
+    assert sum(r["records"] for r in rows.values()) == len(good) + 1
+
+
+def test_ingest_table_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _jsonl(tmp_path, [encode(SAMPLES[0])])
+    assert main(["ingest", str(path), "--data-dir", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "accepted" in out and "fs.dispatch" in out
+    assert main(["ingest", str(tmp_path / "nope.jsonl"), "--data-dir", str(tmp_path)]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_data_dir_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FIELDSTREAM_DATA_DIR", str(tmp_path / "env-data"))
+    path = _jsonl(tmp_path, [encode(SAMPLES[0])])
+    assert main(["ingest", str(path), "--format", "json"]) == 0
+    assert (tmp_path / "env-data" / "log.sqlite3").exists()
+
+
+def test_schemas_validate_every_sample_and_reject_a_bad_one(tmp_path: Path) -> None:
+    assert main(["schemas", "--out", str(tmp_path), "--format", "json"]) == 0
+    api = orjson.loads((tmp_path / "asyncapi.json").read_bytes())
+    assert api["asyncapi"].startswith("3.")
+    assert {c["address"] for c in api["channels"].values()} >= {"fs.gps", "fs.dlq", "fs.eta"}
+    for sample in SAMPLES:
+        schema = orjson.loads((tmp_path / "schemas" / f"{sample.type}.json").read_bytes())
+        jsonschema.Draft202012Validator.check_schema(schema)
+        doc = orjson.loads(orjson.dumps(to_document(sample)))
+        jsonschema.validate(doc, schema)
+    ping_schema = orjson.loads((tmp_path / "schemas" / "GpsPinged.json").read_bytes())
+    bad = orjson.loads(encode(next(s for s in SAMPLES if s.type == "GpsPinged")))
+    bad["data"]["lat"] = 123.0
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, ping_schema)
