@@ -185,6 +185,39 @@ def cmd_schemas(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+# -- roads -------------------------------------------------------------------------------------
+
+
+def cmd_roads_build(args: argparse.Namespace, config: Config) -> int:
+    from eta_engine.osm_build import build_graph
+
+    with progress_bar(args.format == "table") as progress:
+        task = progress.add_task(f"build road graph from {args.osm.name}", total=None)
+        try:
+            summary = build_graph(args.osm, args.out, region=args.region)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CliError(str(exc)) from exc
+        progress.update(task, total=1, completed=1)
+    min_lat, min_lon, max_lat, max_lon = summary.bbox
+    row = {
+        "region": summary.region,
+        "nodes": summary.n_nodes,
+        "edges": summary.n_edges,
+        "speed-tagged edges": summary.n_speed_tagged_edges,
+        "km of road": round(summary.total_length_km, 1),
+        "bbox": f"{min_lat:.4f},{min_lon:.4f} - {max_lat:.4f},{max_lon:.4f}",
+        "file": str(summary.out_path),
+        "bytes": summary.out_bytes,
+    }
+    emit(
+        [row],
+        fmt=args.format,
+        title="road graph",
+        extra={"credit": "Map data © OpenStreetMap contributors, ODbL"},
+    )
+    return 0
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 
@@ -209,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="directory to write into")
     _common(p)
     p.set_defaults(handler=cmd_schemas)
+
+    roads = sub.add_parser("roads", help="road graphs from OpenStreetMap")
+    roads_sub = roads.add_subparsers(dest="roads_command", required=True, metavar="ACTION")
+    p = roads_sub.add_parser("build", help="build a road graph from an .osm.pbf or .osm file")
+    p.add_argument("--osm", type=Path, required=True, help="an OpenStreetMap extract")
+    p.add_argument("--out", type=Path, required=True, help="the .npz graph to write")
+    p.add_argument("--region", help="a name for the region (default: from the file name)")
+    _common(p)
+    p.set_defaults(handler=cmd_roads_build)
 
     for register in _EXTENSIONS:
         register(sub)

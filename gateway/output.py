@@ -59,6 +59,13 @@ def emit(
             writer.writerow(dict(row))
         return
     table = Table(title=title or None, title_justify="left")
+    if len(rows) == 1 and len(cols) > 4:  # one record reads better as "field  value" lines
+        table.add_column("field")
+        table.add_column("value")
+        for col in cols:
+            table.add_row(col, _cell(rows[0].get(col)))
+        cols = []
+        rows = []
     for col in cols:
         sample = next((r.get(col) for r in rows if r.get(col) is not None), None)
         numeric = isinstance(sample, int | float) and not isinstance(sample, bool)
