@@ -17,6 +17,7 @@ everything, which is what a replay of a day or a week on one machine wants.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -177,6 +178,7 @@ class EmbeddedLog(Log):
                 next_offset[tp] = db.execute(
                     "SELECT next_offset FROM partitions WHERE topic_id = ? AND partition = ?", tp
                 ).fetchone()[0]
+            now = time.time_ns() // 1_000_000
             rows = []
             positions: list[tuple[int, int]] = []
             for r, tp in zip(records, placed, strict=True):
@@ -184,7 +186,15 @@ class EmbeddedLog(Log):
                 next_offset[tp] = offset + 1
                 positions.append((tp[1], offset))
                 rows.append(
-                    (tp[0], tp[1], offset, r.timestamp_ms, r.key, r.value, _pack_headers(r.headers))
+                    (
+                        tp[0],
+                        tp[1],
+                        offset,
+                        now if r.timestamp_ms is None else r.timestamp_ms,
+                        r.key,
+                        r.value,
+                        _pack_headers(r.headers),
+                    )
                 )
             db.executemany(
                 "INSERT INTO records (topic_id, partition, offset, ts, key, value, headers) "

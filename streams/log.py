@@ -50,12 +50,14 @@ class TopicSpec:
 
 @dataclass(frozen=True, slots=True)
 class OutRecord:
-    """A record to append. ``partition=None`` lets the key choose (murmur2, like Kafka)."""
+    """A record to append. ``partition=None`` lets the key choose (murmur2, like Kafka);
+    a keyless record with no partition goes to partition 0. ``timestamp_ms=None`` stamps the
+    record with the time of the append (Kafka's producer does the same)."""
 
     topic: str
     value: bytes
     key: bytes | None = None
-    timestamp_ms: int = 0
+    timestamp_ms: int | None = None
     headers: Headers = ()
     partition: int | None = None
 

@@ -239,3 +239,18 @@ class LogContract:
 
         self.with_log(write)
         self.with_log(check)
+
+    def test_a_record_without_a_timestamp_gets_the_append_time(self) -> None:
+        import time
+
+        topic = self.unique("stamp")
+
+        async def body(log: Log) -> None:
+            await log.create_topics([TopicSpec(topic, 1)])
+            before = time.time_ns() // 1_000_000
+            await log.append([OutRecord(topic, b"x")])
+            after = time.time_ns() // 1_000_000
+            (record,) = await log.read(topic, 0, 0)
+            assert before - 1000 <= record.timestamp_ms <= after + 1000
+
+        self.with_log(body)
