@@ -13,17 +13,23 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from events.catalog import TOPICS, TOPICS_BY_NAME
 from events.schema import all_event_schemas, asyncapi_document
+from gateway.feed import Clock, feed
 from gateway.output import FORMATS, emit, progress_bar
 from streams.bootstrap import open_log
 from streams.config import Config
 from streams.ingest import Ingestor, IngestReport, batched, read_lines
+
+if TYPE_CHECKING:
+    from eta_engine.roads import RoadGraph
+    from simulator import SimParams, Simulation
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -185,6 +191,144 @@ def cmd_schemas(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+# -- simulate and demo ---------------------------------------------------------------------------
+
+
+def _load_graph(path: Path | None) -> RoadGraph:
+    from eta_engine.roads import RoadGraph
+
+    try:
+        return RoadGraph.default() if path is None else RoadGraph.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CliError(f"cannot load road graph {path}: {exc}") from exc
+
+
+def _sim_params(args: argparse.Namespace) -> SimParams:
+    from simulator import SCENARIOS, make_params, parse_override
+
+    if args.scenario not in SCENARIOS:
+        raise CliError(f"unknown scenario {args.scenario!r}; choose from {', '.join(SCENARIOS)}")
+    overrides: dict[str, Any] = {}
+    for text in args.set or ():
+        try:
+            name, value = parse_override(text)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        overrides[name] = value
+    try:
+        return make_params(
+            args.scenario,
+            technicians=args.technicians,
+            seed=args.seed,
+            start_date=args.start,
+            hours=args.hours,
+            **overrides,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def run_simulation(args: argparse.Namespace, show: bool) -> Simulation:
+    """Simulate the day the arguments describe, with a progress bar."""
+    from simulator import simulate
+
+    params = _sim_params(args)
+    graph = _load_graph(args.roads)
+    with progress_bar(show) as progress:
+        task = progress.add_task(
+            f"simulate {params.technicians} technicians ({args.scenario})", total=1000
+        )
+        return simulate(
+            params, graph, progress=lambda share: progress.update(task, completed=share * 1000)
+        )
+
+
+async def simulate_into_log(
+    config: Config, sim: Simulation, clock: Clock, show: bool
+) -> IngestReport:
+    """Feed a simulated day through ingest into the configured log, paced by ``clock``."""
+    from simulator import encoded_lines
+
+    log = await open_log(config)
+    try:
+        with progress_bar(show) as progress:
+            task = progress.add_task(f"ingest into {config.describe()}", total=len(sim))
+            return await feed(
+                log,
+                encoded_lines(sim),
+                clock=clock,
+                batch_size=config.batch_size,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+    finally:
+        await log.close()
+
+
+def cmd_simulate(args: argparse.Namespace, config: Config) -> int:
+    from simulator import write_jsonl, write_truth
+
+    try:
+        clock = Clock.parse(args.clock)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    show = args.format == "table"
+    sim = run_simulation(args, show)
+    summary: dict[str, Any] = {"events": len(sim), "visits": len(sim.truth)}
+    if args.out is not None:
+        summary["written"] = write_jsonl(sim, args.out)
+        summary["file"] = str(args.out)
+    else:
+        report = asyncio.run(simulate_into_log(config, sim, clock, show))
+        summary.update(accepted=report.accepted, rejected=report.rejected, log=config.describe())
+        if report.rejected:
+            summary["rejections"] = dict(report.by_rule)
+    if args.truth is not None:
+        summary["truth rows"] = write_truth(sim, args.truth)
+        summary["truth file"] = str(args.truth)
+    emit([summary], fmt=args.format, title="simulated day", columns=list(summary))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    show = args.format == "table"
+    sim = run_simulation(args, show)
+    report = asyncio.run(simulate_into_log(config, sim, Clock.parse(args.clock), show))
+    rows = asyncio.run(topic_summary(config))
+    emit(
+        rows,
+        fmt=args.format,
+        title=f"a simulated day in Andorra, ingested into the {config.describe()}",
+        extra={
+            "events": report.records,
+            "accepted": report.accepted,
+            "rejected": report.rejected,
+            "credit": "Map data © OpenStreetMap contributors, ODbL",
+        },
+    )
+    return 0 if report.rejected == 0 else 1
+
+
+def _simulation_options(p: argparse.ArgumentParser, technicians: int, hours: float) -> None:
+    p.add_argument("--technicians", type=int, default=technicians, help="how many technicians")
+    p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same day)")
+    p.add_argument("--scenario", default="normal", help="normal, rush-hour, incidents, sparse-gps")
+    p.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        default=date(2026, 11, 23),
+        help="the simulated date (YYYY-MM-DD)",
+    )
+    p.add_argument("--hours", type=float, default=hours, help="hours of the day to simulate")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override one scenario parameter (repeatable), e.g. dropout_rate=0.2",
+    )
+    p.add_argument("--roads", type=Path, help="a road graph .npz (default: Andorra)")
+    p.add_argument("--clock", default="max", help="max, realtime or Nx: how fast to write")
+
+
 # -- roads -------------------------------------------------------------------------------------
 
 
@@ -242,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="directory to write into")
     _common(p)
     p.set_defaults(handler=cmd_schemas)
+
+    p = sub.add_parser("simulate", help="simulate a day of field service on real roads")
+    _simulation_options(p, technicians=50, hours=9.0)
+    p.add_argument("--out", type=Path, help="write JSON lines here instead of into the log")
+    p.add_argument("--truth", type=Path, help="write the ground truth (one visit a line) here")
+    _common(p)
+    p.set_defaults(handler=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulate a day, ingest it, and summarise the log")
+    _simulation_options(p, technicians=20, hours=9.0)
+    _common(p, FORMATS)
+    p.set_defaults(handler=cmd_demo)
 
     roads = sub.add_parser("roads", help="road graphs from OpenStreetMap")
     roads_sub = roads.add_subparsers(dest="roads_command", required=True, metavar="ACTION")
