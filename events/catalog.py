@@ -55,6 +55,7 @@ STATUS = Topic(
     (
         k.TechnicianEnRoute,
         k.TechnicianArrived,
+        k.TechnicianDeparted,
         k.WorkStarted,
         k.WorkPaused,
         k.WorkResumed,
@@ -103,8 +104,8 @@ ALERTS = Topic(
     "fs.alerts",
     "work_order_id",
     6,
-    (k.LateAlertRaised, k.LateAlertCleared),
-    "Late alerts raised and cleared, with the customer-ready message.",
+    (k.LateAlertRaised, k.LateAlertCleared, k.AssignmentConflicted),
+    "Late alerts raised and cleared, with the customer-ready message; assignment conflicts.",
 )
 KPI = Topic(
     "fs.kpi",

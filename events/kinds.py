@@ -143,6 +143,10 @@ class TechnicianAssigned(Event):
     technician_id: Id
     position: Count | None = None
     """Where the job sits in the technician's queue for the day (0 = next), if known."""
+    planned_start: Timestamp | None = None
+    """When the dispatcher plans the work to start on site, if it plans slots."""
+    planned_end: Timestamp | None = None
+    """When the dispatcher plans the work to end; two slots of one technician must not overlap."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +189,15 @@ class TechnicianEnRoute(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TechnicianArrived(Event):
     """The technician reached the site (tapped in the app, or detected from GPS)."""
+
+    work_order_id: Id
+    technician_id: Id
+    detected_by: Annotated[str, OneOf(("app", "geofence"))] = "app"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TechnicianDeparted(Event):
+    """The technician left the site after the visit (detected from GPS, or tapped)."""
 
     work_order_id: Id
     technician_id: Id
@@ -298,16 +311,72 @@ class InvoiceDisputed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkOrderStateChanged(DerivedEvent):
-    """The work order's state after an input event changed it (fs.workorders, compacted)."""
+    """A work order's whole state after an input event changed it.
+
+    fs.workorders is compacted by work order, so the latest of these is the order's current
+    state; it carries everything a consumer needs without reading the inputs (the site, the
+    window, the current visit's timestamps). ``trigger`` is the type of the input event.
+    """
 
     work_order_id: Id
-    status: Id
+    status: Annotated[
+        str,
+        OneOf(
+            (
+                "booked",
+                "assigned",
+                "en_route",
+                "arrived",
+                "in_progress",
+                "paused",
+                "completed_fixed",
+                "completed_not_fixed",
+                "cancelled",
+            )
+        ),
+    ]
     previous_status: str | None
+    trigger: Id
     technician_id: str | None
+    previous_technician_id: str | None
+    """Set when the change took the order away from a technician (unassign, reassign)."""
     visit: Count
+    """The current visit's number (1 = first; 0 before any assignment)."""
+    customer_id: Id
+    site_lat: Latitude
+    site_lon: Longitude
+    region: Id
+    job_type: Id
+    priority: Priority
     window_start: Timestamp
     window_end: Timestamp
+    queue_position: Count | None = None
+    planned_start: Timestamp | None = None
+    planned_end: Timestamp | None = None
+    assigned_at: Timestamp | None = None
+    en_route_at: Timestamp | None = None
+    arrived_at: Timestamp | None = None
+    arrived_by: str | None = None
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    departed_at: Timestamp | None = None
+    fixed: bool | None = None
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignmentConflicted(DerivedEvent):
+    """A technician holds two assignments that cannot both be kept (flagged, not refused).
+
+    ``kind``: ``planned_overlap`` (the dispatcher's planned slots intersect) or
+    ``concurrent_visits`` (the technician set off to one job while another was still open).
+    """
+
+    work_order_id: Id
+    technician_id: Id
+    conflicting_work_order_id: Id
+    kind: Annotated[str, OneOf(("planned_overlap", "concurrent_visits"))]
+    detail: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -382,6 +451,7 @@ INPUT_EVENTS: tuple[type[Event], ...] = (
     GpsPinged,
     TechnicianEnRoute,
     TechnicianArrived,
+    TechnicianDeparted,
     WorkStarted,
     WorkPaused,
     WorkResumed,
@@ -395,6 +465,7 @@ INPUT_EVENTS: tuple[type[Event], ...] = (
 )
 DERIVED_EVENTS: tuple[type[Event], ...] = (
     WorkOrderStateChanged,
+    AssignmentConflicted,
     EtaUpdated,
     LateAlertRaised,
     LateAlertCleared,
