@@ -1131,6 +1131,8 @@ class _Run:
             tech, k.WorkCompleted, done, order.id, fixed=fixed, reason=reason, notes=notes, **ids
         )
         tech.busy_until = done + int(rng.integers(*WRAP_UP_MS))
+        if rng.random() >= self.sc.untapped_departure_rate:
+            self.app(tech, k.TechnicianDeparted, tech.busy_until, order.id, **ids)
         self.wake(tech, tech.busy_until)
         self._refresh(tech)
 

@@ -117,6 +117,8 @@ class Scenario:
     """Chance that a van starts the day without a given part of its trade's kits."""
     untapped_arrival_rate: float = 0.15
     """Share of arrivals the technician forgets to tap (only GPS shows them)."""
+    untapped_departure_rate: float = 0.4
+    """Share of departures from a site that are not tapped (only GPS shows them)."""
     pause_rate: float = 0.10
     """Share of visits paused once (waiting for the customer, access, a break)."""
     follow_up_rate: float = 0.03
