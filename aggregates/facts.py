@@ -1,0 +1,94 @@
+"""The aggregates' stored events: each accepted input event, recorded as a *fact*.
+
+An aggregate's history is the sequence of input events it accepted, in the order it accepted
+them, each with the effect it had. Storing the accepted input (rather than a parallel
+hierarchy of internal events) keeps one definition per event kind (events/kinds.py) and makes
+``fieldstream show work-order`` print exactly the events that produced a state.
+
+:class:`Fact` satisfies the eventsourcing library's domain-event protocol
+(``originator_id``, ``originator_version``, ``timestamp``), so the library's mapper, event
+store, recorders and repository persist and read it. ``timestamp`` is derived from the input
+event's own time: no clock is read anywhere in aggregates/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from events.base import Causation, Event
+from events.kinds import EVENT_TYPES
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ENVELOPE = ("id", "source", "time", "subject")
+
+APPLIED = "applied"
+"""The input changed the state as its type says."""
+BACKFILLED = "backfilled"
+"""A late input of an earlier step: its time was recorded, the status did not move back."""
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One accepted input event in an aggregate's history (no ``slots``: the library's mapper
+    reads ``vars()``)."""
+
+    originator_id: str
+    originator_version: int
+    kind: str
+    """The input event's type name."""
+    event_id: str
+    at: int
+    """The input event's time (ms since the epoch)."""
+    source: str
+    subject: str
+    data: dict[str, Any]
+    """The input event's data fields."""
+    effect: str = APPLIED
+
+    @property
+    def timestamp(self) -> datetime:
+        """The library's event timestamp: the input's time, never the wall clock."""
+        return _EPOCH + timedelta(milliseconds=self.at)
+
+    def event(self) -> Event:
+        """The input event this fact records (sequences come back as tuples)."""
+        cls = EVENT_TYPES[self.kind]
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.data.items()}
+        cause = values.get("causation")
+        if isinstance(cause, dict):
+            values["causation"] = Causation(**cause)
+        return cls(
+            id=self.event_id, source=self.source, time=self.at, subject=self.subject, **values
+        )
+
+
+def _plain(value: Any) -> Any:
+    """The JSON form of a field, so a stored and reloaded fact equals the original."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Causation):
+        return dataclasses.asdict(value)
+    return value
+
+
+def fact_of(event: Event, aggregate_id: str, version: int, effect: str = APPLIED) -> Fact:
+    """Record ``event`` as the ``version``-th fact of aggregate ``aggregate_id``."""
+    data = {
+        f.name: _plain(getattr(event, f.name))
+        for f in dataclasses.fields(event)
+        if f.name not in _ENVELOPE
+    }
+    return Fact(
+        aggregate_id,
+        version,
+        event.type,
+        event.id,
+        event.time,
+        event.source,
+        event.subject,
+        data,
+        effect,
+    )

@@ -1,0 +1,455 @@
+"""Where the stages keep their state: aggregates' facts, consumed offsets, and the rest.
+
+The aggregates' facts are persisted with the eventsourcing library (its mapper, event store
+and recorders; an orjson transcoder), one events table per aggregate kind. Each stage's own
+tables (consumed offsets, the history of its batches, parked events, small key-value state,
+technicians' last positions) are written **in the same database transaction** as the facts of
+a batch, by a recorder subclass. So a crash and restart neither loses nor double-applies an
+event: either a batch's facts and the offsets after it are both stored, or neither is.
+
+SQLite (a file in the data directory) is the default; PostgreSQL is used when the database
+URL is ``postgresql://...``. Both pass the same tests (tests/streams/test_state_store.py).
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import orjson
+from eventsourcing.persistence import EventStore, Mapper, StoredEvent, Transcoder
+from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteDatastore
+
+from aggregates.facts import Fact
+
+STATE_FILE = "state.sqlite3"
+AGGREGATE_KINDS = ("workorder", "technician")
+
+
+class OrjsonTranscoder(Transcoder):
+    """Facts hold only JSON types (their data came from a validated JSON event), so orjson
+    serialises them directly: several times faster than the library's default JSON
+    transcoder, which matters when a day is replayed."""
+
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    def decode(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """An input waiting for an earlier event; rejected with ``rule``/``message`` after
+    ``deadline`` (stream time)."""
+
+    aggregate_id: str
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+    time: int
+    deadline: int
+    rule: str
+    message: str
+    raw: bytes
+
+
+@dataclass(slots=True)
+class StageCommit:
+    """Everything a stage changes besides facts, committed with them in one transaction."""
+
+    stage: str
+    offsets: dict[tuple[str, int], int]
+    """(topic, partition) -> next offset to read."""
+    batch: int
+    batch_inputs: dict[str, tuple[int, int]]
+    """``topic/partition`` -> [first, end) offsets this batch consumed (kept for audit)."""
+    kv: dict[str, Any] = field(default_factory=dict)
+    parked_add: list[ParkedRecord] = field(default_factory=list)
+    parked_remove: list[str] = field(default_factory=list)
+    """Event ids no longer parked (applied or rejected)."""
+    positions: dict[str, tuple[int, float, float, float | None, float | None]] = field(
+        default_factory=dict
+    )
+    """technician_id -> (time, lat, lon, speed_mps, heading_deg)."""
+
+
+@dataclass(slots=True)
+class StageState:
+    """A stage's stored state, as :meth:`StateStore.load_stage` reads it back."""
+
+    offsets: dict[tuple[str, int], int]
+    batch: int
+    kv: dict[str, Any]
+    parked: list[ParkedRecord]
+    positions: dict[str, tuple[int, float, float, float | None, float | None]]
+
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS {p}fs_offsets (stage TEXT NOT NULL, topic TEXT NOT NULL, "
+    "part INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (stage, topic, part))",
+    "CREATE TABLE IF NOT EXISTS {p}fs_batches (stage TEXT NOT NULL, batch BIGINT NOT NULL, "
+    "inputs TEXT NOT NULL, PRIMARY KEY (stage, batch))",
+    "CREATE TABLE IF NOT EXISTS {p}fs_kv (stage TEXT NOT NULL, k TEXT NOT NULL, "
+    "v TEXT NOT NULL, PRIMARY KEY (stage, k))",
+    "CREATE TABLE IF NOT EXISTS {p}fs_parked (stage TEXT NOT NULL, event_id TEXT NOT NULL, "
+    "aggregate_id TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, "
+    "off BIGINT NOT NULL, time BIGINT NOT NULL, deadline BIGINT NOT NULL, rule TEXT NOT NULL, "
+    "message TEXT NOT NULL, raw {blob} NOT NULL, PRIMARY KEY (stage, event_id))",
+    "CREATE TABLE IF NOT EXISTS {p}fs_positions (stage TEXT NOT NULL, "
+    "technician_id TEXT NOT NULL, time BIGINT NOT NULL, lat DOUBLE PRECISION NOT NULL, "
+    "lon DOUBLE PRECISION NOT NULL, speed DOUBLE PRECISION, heading DOUBLE PRECISION, "
+    "PRIMARY KEY (stage, technician_id))",
+)
+
+
+class _Dialect:
+    """The few SQL differences between SQLite and PostgreSQL that the stage tables meet."""
+
+    def __init__(self, placeholder: str, prefix: str, blob: str) -> None:
+        self.placeholder = placeholder
+        self.prefix = prefix
+        self.blob = blob
+
+    def sql(self, statement: str) -> str:
+        statement = statement.replace("{p}", self.prefix).replace("{blob}", self.blob)
+        return statement.replace("?", self.placeholder)
+
+    def tables(self) -> list[str]:
+        return [self.sql(t) for t in _TABLES]
+
+
+def _write_commit(cursor: Any, dialect: _Dialect, commit: StageCommit) -> None:
+    """The stage-table part of a batch's transaction."""
+    sql = dialect.sql
+    stage = commit.stage
+    if commit.offsets:
+        cursor.executemany(
+            sql(
+                "INSERT INTO {p}fs_offsets (stage, topic, part, next_offset) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (stage, topic, part) DO UPDATE SET next_offset = excluded.next_offset"
+            ),
+            [(stage, t, p, o) for (t, p), o in commit.offsets.items()],
+        )
+    cursor.execute(
+        sql("INSERT INTO {p}fs_batches (stage, batch, inputs) VALUES (?, ?, ?)"),
+        (
+            stage,
+            commit.batch,
+            orjson.dumps({k: list(v) for k, v in commit.batch_inputs.items()}).decode(),
+        ),
+    )
+    if commit.kv:
+        cursor.executemany(
+            sql(
+                "INSERT INTO {p}fs_kv (stage, k, v) VALUES (?, ?, ?) "
+                "ON CONFLICT (stage, k) DO UPDATE SET v = excluded.v"
+            ),
+            [(stage, k, orjson.dumps(v).decode()) for k, v in commit.kv.items()],
+        )
+    if commit.parked_remove:
+        cursor.executemany(
+            sql("DELETE FROM {p}fs_parked WHERE stage = ? AND event_id = ?"),
+            [(stage, event_id) for event_id in commit.parked_remove],
+        )
+    if commit.parked_add:
+        cursor.executemany(
+            sql(
+                "INSERT INTO {p}fs_parked (stage, event_id, aggregate_id, topic, part, off, time, "
+                "deadline, rule, message, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (stage, event_id) DO NOTHING"
+            ),
+            [
+                (
+                    stage,
+                    r.event_id,
+                    r.aggregate_id,
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.time,
+                    r.deadline,
+                    r.rule,
+                    r.message,
+                    r.raw,
+                )
+                for r in commit.parked_add
+            ],
+        )
+    if commit.positions:
+        cursor.executemany(
+            sql(
+                "INSERT INTO {p}fs_positions (stage, technician_id, time, lat, lon, speed, "
+                "heading) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stage, technician_id) DO "
+                "UPDATE SET time = excluded.time, lat = excluded.lat, lon = excluded.lon, "
+                "speed = excluded.speed, heading = excluded.heading"
+            ),
+            [(stage, tid, *pos) for tid, pos in commit.positions.items()],
+        )
+
+
+class _SQLiteRecorder(SQLiteAggregateRecorder):
+    """The library's SQLite recorder, also writing a :class:`StageCommit` in the same
+    transaction as the facts (``insert_events(stored, stage_commit=...)``)."""
+
+    dialect = _Dialect("?", "", "BLOB")
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *self.dialect.tables()]
+
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._insert_events(c, stored_events)
+        commit = kwargs.get("stage_commit")
+        if commit is not None:
+            _write_commit(c, self.dialect, commit)
+
+
+class StateStore(abc.ABC):
+    """The port the stages persist through (SQLite or PostgreSQL adapter)."""
+
+    def __init__(self) -> None:
+        self._mapper: Mapper[str] = Mapper(transcoder=OrjsonTranscoder())
+        self._stores: dict[str, EventStore[str]] = {}
+
+    def _events(self, kind: str) -> EventStore[str]:
+        return self._stores[kind]
+
+    def commit(self, kind: str, facts: Sequence[Fact], commit: StageCommit) -> None:
+        """Store a batch: its facts (of aggregate ``kind``) and the stage's changes, atomically."""
+        stored = [self._mapper.to_stored_event(f) for f in facts]
+        self._events(kind).recorder.insert_events(stored, stage_commit=commit)
+
+    def facts(self, kind: str, aggregate_id: str) -> list[Fact]:
+        """An aggregate's facts in order."""
+        out = []
+        for stored in self._events(kind).recorder.select_events(aggregate_id):
+            fact = self._mapper.to_domain_event(stored)
+            assert isinstance(fact, Fact)
+            out.append(fact)
+        return out
+
+    @abc.abstractmethod
+    def all_facts(self, kind: str) -> Iterator[Fact]:
+        """Every fact of ``kind``, grouped by aggregate, each aggregate's in version order."""
+
+    @abc.abstractmethod
+    def aggregate_ids(self, kind: str) -> list[str]:
+        """The ids of every stored aggregate of ``kind``, sorted."""
+
+    @abc.abstractmethod
+    def load_stage(self, stage: str) -> StageState:
+        """What a stage committed last (empty for a new stage)."""
+
+    @abc.abstractmethod
+    def batches(self, stage: str) -> list[tuple[int, dict[str, tuple[int, int]]]]:
+        """The stage's batches in order, each with the input ranges it consumed."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def _decode_rows(self, rows: Sequence[Any]) -> Iterator[Fact]:
+        for originator_id, version, topic, state in rows:
+            fact = self._mapper.to_domain_event(
+                StoredEvent(originator_id, version, topic, bytes(state))
+            )
+            assert isinstance(fact, Fact)
+            yield fact
+
+
+def _stage_state(rows: Mapping[str, Sequence[Any]]) -> StageState:
+    return StageState(
+        offsets={(t, p): o for t, p, o in rows["offsets"]},
+        batch=max((b for (b,) in rows["batch"] if b is not None), default=0),
+        kv={k: orjson.loads(v) for k, v in rows["kv"]},
+        parked=[
+            ParkedRecord(a, e, t, p, o, tm, d, r, m, bytes(raw))
+            for e, a, t, p, o, tm, d, r, m, raw in rows["parked"]
+        ],
+        positions={tid: (tm, la, lo, sp, hd) for tid, tm, la, lo, sp, hd in rows["positions"]},
+    )
+
+
+_STAGE_QUERIES = {
+    "offsets": "SELECT topic, part, next_offset FROM {p}fs_offsets WHERE stage = ?",
+    "batch": "SELECT max(batch) FROM {p}fs_batches WHERE stage = ?",
+    "kv": "SELECT k, v FROM {p}fs_kv WHERE stage = ?",
+    "parked": "SELECT event_id, aggregate_id, topic, part, off, time, deadline, rule, message, "
+    "raw FROM {p}fs_parked WHERE stage = ? ORDER BY time, event_id",
+    "positions": "SELECT technician_id, time, lat, lon, speed, heading FROM {p}fs_positions "
+    "WHERE stage = ?",
+}
+
+
+class SqliteStateStore(StateStore):
+    """The state in a SQLite file (``DATA_DIR/state.sqlite3``), WAL mode."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._datastore = SQLiteDatastore(db_name=str(path), originator_id_type="text")
+        self._lock = threading.Lock()
+        for kind in AGGREGATE_KINDS:
+            recorder = _SQLiteRecorder(self._datastore, events_table_name=f"{kind}_facts")
+            recorder.create_table()
+            self._stores[kind] = EventStore(self._mapper, recorder)
+        self._dialect = _SQLiteRecorder.dialect
+
+    @classmethod
+    def in_dir(cls, data_dir: Path) -> SqliteStateStore:
+        return cls(Path(data_dir) / STATE_FILE)
+
+    def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._datastore.transaction(commit=False) as c:
+            c.execute(self._dialect.sql(statement), params)
+            return [tuple(row) for row in c.fetchall()]
+
+    def all_facts(self, kind: str) -> Iterator[Fact]:
+        rows = self._query(
+            f"SELECT originator_id, originator_version, topic, state FROM {kind}_facts "
+            "ORDER BY originator_id, originator_version"
+        )
+        return self._decode_rows(rows)
+
+    def aggregate_ids(self, kind: str) -> list[str]:
+        rows = self._query(f"SELECT DISTINCT originator_id FROM {kind}_facts ORDER BY 1")
+        return [r[0] for r in rows]
+
+    def load_stage(self, stage: str) -> StageState:
+        return _stage_state({name: self._query(q, (stage,)) for name, q in _STAGE_QUERIES.items()})
+
+    def batches(self, stage: str) -> list[tuple[int, dict[str, tuple[int, int]]]]:
+        rows = self._query(
+            "SELECT batch, inputs FROM {p}fs_batches WHERE stage = ? ORDER BY batch", (stage,)
+        )
+        return [(b, {k: (v[0], v[1]) for k, v in orjson.loads(i).items()}) for b, i in rows]
+
+    def close(self) -> None:
+        self._datastore.close()
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresUrl:
+    """The parts of ``postgresql://user:password@host:port/dbname?schema=NAME``."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+    schema: str
+
+    @classmethod
+    def parse(cls, url: str) -> PostgresUrl:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"not a postgresql:// URL: {url!r}")
+        query = dict(p.split("=", 1) for p in parsed.query.split("&") if "=" in p)
+        schema = query.get("schema", "public")
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema must be a lower-case SQL identifier, not {schema!r}")
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 5432,
+            user=unquote(parsed.username or "postgres"),
+            password=unquote(parsed.password or ""),
+            dbname=(parsed.path or "/postgres").lstrip("/") or "postgres",
+            schema=schema,
+        )
+
+
+class PostgresStateStore(StateStore):
+    """The state in a PostgreSQL database (the schema of the URL, default ``public``)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        from eventsourcing.postgres import PostgresAggregateRecorder, PostgresDatastore
+
+        parts = PostgresUrl.parse(url)
+        self._datastore = PostgresDatastore(
+            dbname=parts.dbname,
+            host=parts.host,
+            port=parts.port,
+            user=parts.user,
+            password=parts.password,
+            schema=parts.schema,
+            originator_id_type="text",
+            pool_size=2,
+        )
+        self._dialect = _Dialect("%s", f"{parts.schema}.", "BYTEA")
+        dialect = self._dialect
+        datastore = self._datastore
+
+        class _PgRecorder(PostgresAggregateRecorder):
+            """The library's PostgreSQL recorder, with the stage commit in the same
+            transaction (the library inserts in autocommit mode; a batch needs one
+            transaction)."""
+
+            def insert_events(
+                self, stored_events: Sequence[StoredEvent], **kwargs: Any
+            ) -> Sequence[int] | None:
+                with datastore.transaction(commit=True) as curs:
+                    if stored_events:
+                        self._insert_stored_events(curs, stored_events)
+                    commit = kwargs.get("stage_commit")
+                    if commit is not None:
+                        _write_commit(curs, dialect, commit)
+                return None
+
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(f"CREATE SCHEMA IF NOT EXISTS {parts.schema}")
+            for statement in dialect.tables():
+                curs.execute(statement)
+        for kind in AGGREGATE_KINDS:
+            recorder = _PgRecorder(datastore, events_table_name=f"{kind}_facts")
+            recorder.create_table()
+            self._stores[kind] = EventStore(self._mapper, recorder)
+        self.schema = parts.schema
+
+    def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._datastore.transaction(commit=False) as curs:
+            curs.execute(self._dialect.sql(statement), params)
+            return [tuple(row.values()) for row in curs.fetchall()]
+
+    def all_facts(self, kind: str) -> Iterator[Fact]:
+        rows = self._query(
+            f"SELECT originator_id, originator_version, topic, state FROM {{p}}{kind}_facts "
+            "ORDER BY originator_id, originator_version"
+        )
+        return self._decode_rows(rows)
+
+    def aggregate_ids(self, kind: str) -> list[str]:
+        rows = self._query(f"SELECT DISTINCT originator_id FROM {{p}}{kind}_facts ORDER BY 1")
+        return [r[0] for r in rows]
+
+    def load_stage(self, stage: str) -> StageState:
+        return _stage_state({name: self._query(q, (stage,)) for name, q in _STAGE_QUERIES.items()})
+
+    def batches(self, stage: str) -> list[tuple[int, dict[str, tuple[int, int]]]]:
+        rows = self._query(
+            "SELECT batch, inputs FROM {p}fs_batches WHERE stage = ? ORDER BY batch", (stage,)
+        )
+        return [(b, {k: (v[0], v[1]) for k, v in orjson.loads(i).items()}) for b, i in rows]
+
+    def close(self) -> None:
+        self._datastore.close()
+
+
+def open_state_store(data_dir: Path, db: str | None) -> StateStore:
+    """PostgreSQL when ``db`` is a postgresql:// URL, else SQLite in ``data_dir``."""
+    if db:
+        return PostgresStateStore(db)
+    return SqliteStateStore.in_dir(data_dir)
