@@ -107,6 +107,13 @@ ALERTS = Topic(
     (k.LateAlertRaised, k.LateAlertCleared, k.AssignmentConflicted),
     "Late alerts raised and cleared, with the customer-ready message; assignment conflicts.",
 )
+GEOFENCE = Topic(
+    "fs.geofence",
+    "work_order_id",
+    6,
+    (k.TechnicianArrived, k.TechnicianDeparted),
+    "Arrivals and departures detected from GPS (detected_by=geofence) where nobody tapped them.",
+)
 KPI = Topic(
     "fs.kpi",
     "group_key",
@@ -124,12 +131,35 @@ DLQ = Topic(
     "fs.error.rule, fs.error.field, fs.error.message and fs.error.source.",
 )
 
+BY_TECHNICIAN = Topic(
+    "fs.by-technician",
+    "technician_id",
+    GPS.partitions,
+    (
+        k.TechnicianRegistered,
+        k.ShiftStarted,
+        k.ShiftEnded,
+        k.PartPicked,
+        k.PartUsed,
+        k.WorkOrderStateChanged,
+    ),
+    "Internal repartition topic: everything about a technician, keyed by technician, "
+    "co-partitioned with fs.gps so a technician's pings and jobs meet on one partition.",
+    internal=True,
+)
+
 INPUT_TOPICS: tuple[Topic, ...] = (BOOKINGS, DISPATCH, STATUS, GPS, PARTS, FEEDBACK)
-DERIVED_TOPICS: tuple[Topic, ...] = (WORKORDERS, ETA, ALERTS, KPI)
-TOPICS: tuple[Topic, ...] = (*INPUT_TOPICS, *DERIVED_TOPICS, DLQ)
+DERIVED_TOPICS: tuple[Topic, ...] = (WORKORDERS, GEOFENCE, ETA, ALERTS, KPI)
+INTERNAL_TOPICS: tuple[Topic, ...] = (BY_TECHNICIAN,)
+TOPICS: tuple[Topic, ...] = (*INPUT_TOPICS, *DERIVED_TOPICS, DLQ, *INTERNAL_TOPICS)
 TOPICS_BY_NAME: dict[str, Topic] = {t.name: t for t in TOPICS}
-TOPIC_OF: dict[str, Topic] = {cls.__name__: t for t in TOPICS for cls in t.events}
-"""Event type name -> the topic it is written to."""
+TOPIC_OF: dict[str, Topic] = {}
+"""Event type name -> the topic it is written to: the first public topic that lists it, so
+arrivals and departures reported by apps go to fs.status (fs.geofence is where the pipeline
+writes its own detections, and internal topics are never destinations)."""
+for _topic in INPUT_TOPICS + DERIVED_TOPICS:
+    for _cls in _topic.events:
+        TOPIC_OF.setdefault(_cls.__name__, _topic)
 
 DLQ_RULE = "fs.error.rule"
 DLQ_FIELD = "fs.error.field"

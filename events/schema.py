@@ -169,7 +169,9 @@ def asyncapi_document(version: str) -> dict[str, Any]:
         },
         "payload": {"type": "string", "contentEncoding": "binary"},
     }
-    channels = {topic.name.replace(".", "_"): _channel(topic) for topic in TOPICS}
+    channels = {
+        topic.name.replace(".", "_"): _channel(topic) for topic in TOPICS if not topic.internal
+    }
     channels["fs_dlq"]["messages"] = {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}}
     operations = {
         f"receive_{name}": {

@@ -23,9 +23,10 @@ from events.catalog import TOPICS, TOPICS_BY_NAME
 from events.schema import all_event_schemas, asyncapi_document
 from gateway.feed import Clock, feed
 from gateway.output import FORMATS, emit, progress_bar
-from streams.bootstrap import open_log
+from streams.bootstrap import build_stages, open_log, open_state_store
 from streams.config import Config
 from streams.ingest import Ingestor, IngestReport, batched, read_lines
+from streams.pipeline import run_until_idle
 
 if TYPE_CHECKING:
     from eta_engine.roads import RoadGraph
@@ -188,6 +189,46 @@ def cmd_schemas(args: argparse.Namespace, config: Config) -> int:
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     written.append({"file": str(path), "event": f"{len(TOPICS)} topics"})
     emit(written, fmt=args.format, title="schemas written")
+    return 0
+
+
+# -- process ---------------------------------------------------------------------------------
+
+
+async def run_pipeline(
+    config: Config, *, until_idle: bool, show: bool, stop: asyncio.Event | None = None
+) -> dict[str, int]:
+    """Run every stage until the log is drained (``until_idle``) or until ``stop`` is set."""
+    log = await open_log(config)
+    store = open_state_store(config.data_dir, config.db)
+    stages = build_stages(log, store, config)
+    totals: dict[str, int] = {}
+    try:
+        backlog = sum([await s.lag() for s in stages])
+        with progress_bar(show) as progress:
+            task = progress.add_task("process", total=backlog or None)
+            while stop is None or not stop.is_set():
+                done = await run_until_idle(stages, on_progress=lambda n: progress.advance(task, n))
+                if until_idle:
+                    break
+                if done == 0:
+                    await asyncio.sleep(0.2)
+                backlog = sum([await s.lag() for s in stages])
+                progress.update(task, total=progress.tasks[0].completed + backlog)
+        for stage in stages:
+            for name, n in stage.totals.items():
+                totals[f"{stage.name}.{name}"] = n
+    finally:
+        store.close()
+        await log.close()
+    return totals
+
+
+def cmd_process(args: argparse.Namespace, config: Config) -> int:
+    show = args.format == "table"
+    totals = asyncio.run(run_pipeline(config, until_idle=args.until_idle, show=show))
+    rows = [{"counter": name, "count": n} for name, n in sorted(totals.items())]
+    emit(rows, fmt=args.format, title=f"processed ({config.describe()})")
     return 0
 
 
@@ -386,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="directory to write into")
     _common(p)
     p.set_defaults(handler=cmd_schemas)
+
+    p = sub.add_parser("process", help="run the pipeline's stages over the log")
+    p.add_argument(
+        "--until-idle", action="store_true", help="stop once the log is drained (exit 0)"
+    )
+    _common(p, FORMATS)
+    p.set_defaults(handler=cmd_process)
 
     p = sub.add_parser("simulate", help="simulate a day of field service on real roads")
     _simulation_options(p, technicians=50, hours=9.0)

@@ -9,6 +9,11 @@ from events.catalog import TOPICS, Topic
 from streams.config import Config
 from streams.embedded import EmbeddedLog
 from streams.log import Log, TopicSpec
+from streams.pipeline import Stage
+from streams.stages import FleetProcessor, WorkOrderProcessor
+from streams.state_store import StateStore, open_state_store
+
+__all__ = ["build_stages", "open_log", "open_state_store", "topic_spec"]
 
 
 def topic_spec(topic: Topic) -> TopicSpec:
@@ -28,3 +33,21 @@ async def open_log(config: Config, *, create_topics: bool = True) -> Log:
     if create_topics:
         await log.create_topics([topic_spec(t) for t in TOPICS])
     return log
+
+
+def build_stages(log: Log, store: StateStore, config: Config) -> list[Stage]:
+    """Every stage of the pipeline, in the order one round runs them."""
+    return [
+        Stage(
+            log,
+            store,
+            WorkOrderProcessor(lateness_ms=config.lateness_ms),
+            max_batch=config.batch_size,
+        ),
+        Stage(
+            log,
+            store,
+            FleetProcessor(lateness_ms=config.lateness_ms, geofence_m=config.geofence_m),
+            max_batch=config.batch_size,
+        ),
+    ]

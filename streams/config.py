@@ -25,12 +25,17 @@ class Config:
     kafka: str | None = None
     db: str | None = None
     max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
-    batch_size: int = 5_000
+    batch_size: int = 20_000
+    lateness_ms: int = 15 * 60_000
+    """How late an event may arrive and still be applied by its event time."""
+    geofence_m: float = 75.0
+    """Radius around a site inside which a ping counts as an arrival."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Read ``FIELDSTREAM_DATA_DIR``, ``FIELDSTREAM_KAFKA``, ``FIELDSTREAM_DB``,
-        ``FIELDSTREAM_MAX_FUTURE_SKEW_S`` and ``FIELDSTREAM_BATCH_SIZE``."""
+        ``FIELDSTREAM_MAX_FUTURE_SKEW_S``, ``FIELDSTREAM_BATCH_SIZE``,
+        ``FIELDSTREAM_LATENESS_S`` and ``FIELDSTREAM_GEOFENCE_M``."""
         env = os.environ if env is None else env
         config = cls(data_dir=Path(env.get("FIELDSTREAM_DATA_DIR", DEFAULT_DATA_DIR)))
         if kafka := env.get("FIELDSTREAM_KAFKA"):
@@ -41,6 +46,10 @@ class Config:
             config = replace(config, max_future_skew_ms=int(float(skew) * 1000))
         if batch := env.get("FIELDSTREAM_BATCH_SIZE"):
             config = replace(config, batch_size=int(batch))
+        if lateness := env.get("FIELDSTREAM_LATENESS_S"):
+            config = replace(config, lateness_ms=int(float(lateness) * 1000))
+        if radius := env.get("FIELDSTREAM_GEOFENCE_M"):
+            config = replace(config, geofence_m=float(radius))
         return config
 
     @property

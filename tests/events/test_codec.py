@@ -93,3 +93,13 @@ def test_encoding_is_deterministic() -> None:
     assert isinstance(validate(encode(SAMPLES[0])), kinds.TechnicianRegistered)
     assert not isinstance(validate(encode(SAMPLES[0])), Rejection)
     assert T0 > 0
+
+
+def test_every_event_type_has_one_public_topic() -> None:
+    from events.catalog import TOPIC_OF
+
+    assert set(TOPIC_OF) == {cls.__name__ for cls in kinds.ALL_EVENTS}
+    assert TOPIC_OF["TechnicianArrived"].name == "fs.status"
+    assert TOPIC_OF["TechnicianDeparted"].name == "fs.status"
+    assert TOPIC_OF["GpsPinged"].name == "fs.gps"
+    assert not any(t.internal for t in TOPIC_OF.values())

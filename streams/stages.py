@@ -1,0 +1,563 @@
+"""The aggregate stages: work orders (keyed by work order) and the fleet (keyed by technician).
+
+``workorders`` reads the work-order input topics, keeps every WorkOrder aggregate, and writes
+
+* ``WorkOrderStateChanged`` to fs.workorders (the compacted state changelog), and the same
+  snapshot, re-keyed by technician, to the internal fs.by-technician topic;
+* technicians' own events (registered, shift started/ended) and parts picked/used, re-keyed by
+  technician, to fs.by-technician;
+* rejected input to fs.dlq with the reason.
+
+``fleet`` reads fs.gps and fs.by-technician, which are co-partitioned by technician, keeps
+every Technician aggregate and each technician's last in-shift position, and writes
+
+* arrivals and departures detected by geofence (``TechnicianArrived``/``TechnicianDeparted``
+  with ``detected_by="geofence"``) to fs.geofence, which the workorders stage reads as one
+  more input (a topic of their own, so a replayed day's detections are not queued behind the
+  day's taps on fs.status);
+* ``AssignmentConflicted`` to fs.alerts when a technician's assignments overlap.
+
+Pings are about 95% of all traffic: they take a fast path (one orjson parse, a few dictionary
+operations, no aggregate event) and move a technician's position only while on shift: pings
+outside a shift are neither stored nor shown.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aggregates import technician as tech_agg
+from aggregates import workorder as wo_agg
+from aggregates.decisions import Accept, Ignore, Park, Reject
+from aggregates.facts import fact_of
+from aggregates.technician import Position, Technician
+from aggregates.workorder import WorkOrder
+from events import kinds as k
+from events.base import Causation, Event
+from events.catalog import ALERTS, BY_TECHNICIAN, GEOFENCE, WORKORDERS
+from events.codec import Rejection, encode, parse_time, validate
+from streams.log import OutRecord, Record
+from streams.pipeline import StageResult
+from streams.state_store import ParkedRecord, StageState, StateStore
+
+DEFAULT_LATENESS_MS = 15 * 60_000
+"""How late (behind the newest event seen on its partition) an event may arrive and still be
+applied by its event time; later ones go to fs.dlq as ``too_late``."""
+DEFAULT_GEOFENCE_M = 75.0
+
+TECHNICIAN_KEYED = frozenset({"TechnicianRegistered", "ShiftStarted", "ShiftEnded"})
+
+
+def _position(record: Record, event: Event) -> Causation:
+    return Causation(event.id, record.topic, record.partition, record.offset)
+
+
+@dataclass(slots=True)
+class _Parked:
+    event: Event
+    record: Record
+    deadline: int
+    rule: str
+    message: str
+
+    def stored(self, aggregate_id: str) -> ParkedRecord:
+        r = self.record
+        return ParkedRecord(
+            aggregate_id,
+            self.event.id,
+            r.topic,
+            r.partition,
+            r.offset,
+            self.event.time,
+            self.deadline,
+            self.rule,
+            self.message,
+            r.value,
+        )
+
+
+class _Parking:
+    """Events waiting for an earlier one, per aggregate, with expiry by stream time."""
+
+    def __init__(self) -> None:
+        self.by_aggregate: dict[str, list[_Parked]] = {}
+        self._deadlines: list[tuple[int, str, str]] = []  # (deadline, event id, aggregate)
+        self._ids: set[str] = set()
+
+    def add(self, aggregate_id: str, parked: _Parked) -> bool:
+        if parked.event.id in self._ids:
+            return False
+        self._ids.add(parked.event.id)
+        self.by_aggregate.setdefault(aggregate_id, []).append(parked)
+        heapq.heappush(self._deadlines, (parked.deadline, parked.event.id, aggregate_id))
+        return True
+
+    def take(self, aggregate_id: str) -> list[_Parked]:
+        """Remove and return an aggregate's parked events, oldest first."""
+        items = self.by_aggregate.pop(aggregate_id, [])
+        for item in items:
+            self._ids.discard(item.event.id)
+        return sorted(items, key=lambda p: (p.event.time, p.record.offset))
+
+    def expired(self, stream_time: int) -> list[tuple[str, _Parked]]:
+        """Remove and return the events whose deadline ``stream_time`` has passed."""
+        out = []
+        while self._deadlines and self._deadlines[0][0] < stream_time:
+            _, event_id, aggregate_id = heapq.heappop(self._deadlines)
+            if event_id not in self._ids:
+                continue
+            items = self.by_aggregate.get(aggregate_id, [])
+            for i, item in enumerate(items):
+                if item.event.id == event_id:
+                    out.append((aggregate_id, items.pop(i)))
+                    break
+            if not items:
+                self.by_aggregate.pop(aggregate_id, None)
+            self._ids.discard(event_id)
+        return out
+
+    def waiting_for(self, rule: str) -> list[str]:
+        return [a for a, items in self.by_aggregate.items() if any(p.rule == rule for p in items)]
+
+
+class _Base:
+    """What both aggregate stages share: decoding, lateness, parking, dead letters."""
+
+    name = ""
+
+    def __init__(self, lateness_ms: int) -> None:
+        self.lateness_ms = lateness_ms
+        self.stream_time = 0
+        self.parking = _Parking()
+        self._result = StageResult()
+
+    def _decode(self, record: Record) -> Event | None:
+        decoded = validate(record.value)
+        if isinstance(decoded, Rejection):
+            self._result.dead_letter(
+                record, decoded.rule, decoded.message, self.name, decoded.field
+            )
+            return None
+        return decoded
+
+    def _too_late(self, record: Record, event: Event) -> bool:
+        if event.time < self.stream_time - self.lateness_ms:
+            behind = (self.stream_time - event.time) / 60_000
+            self._result.dead_letter(
+                record,
+                "too_late",
+                f"{event.type} {event.id} is {behind:.1f} min behind the stream "
+                f"(allowed lateness {self.lateness_ms / 60_000:.0f} min)",
+                self.name,
+                "time",
+            )
+            return True
+        self.stream_time = max(self.stream_time, event.time)
+        return False
+
+    def _park(
+        self, aggregate_id: str, event: Event, record: Record, rule: str, message: str
+    ) -> None:
+        parked = _Parked(event, record, event.time + self.lateness_ms, rule, message)
+        if self.parking.add(aggregate_id, parked):
+            self._result.parked_add.append(parked.stored(aggregate_id))
+            self._result.count("parked")
+
+    def _expire(self) -> None:
+        for _, parked in self.parking.expired(self.stream_time):
+            self._result.parked_remove.append(parked.event.id)
+            self._result.dead_letter(parked.record, parked.rule, parked.message, self.name, "type")
+
+    def _restore_parked(self, state: StageState) -> None:
+        for row in state.parked:
+            event = validate(row.raw)
+            assert not isinstance(event, Rejection)
+            record = Record(row.topic, row.partition, row.offset, row.time, None, row.raw)
+            self.parking.add(
+                row.aggregate_id, _Parked(event, record, row.deadline, row.rule, row.message)
+            )
+        self.stream_time = int(state.kv.get("stream_time", 0))
+
+
+# -- work orders -------------------------------------------------------------------------------
+
+
+class WorkOrderProcessor(_Base):
+    """The ``workorders`` stage (see the module docstring)."""
+
+    name = "workorders"
+    inputs = ("fs.bookings", "fs.dispatch", "fs.status", "fs.parts", "fs.feedback", "fs.geofence")
+    aggregate_kind = "workorder"
+
+    def __init__(self, lateness_ms: int = DEFAULT_LATENESS_MS) -> None:
+        super().__init__(lateness_ms)
+        self.orders: dict[str, WorkOrder] = {}
+        self.registry: dict[str, tuple[str, ...]] = {}
+
+    def skills_of(self, technician_id: str) -> tuple[str, ...] | None:
+        return self.registry.get(technician_id)
+
+    def restore(self, store: StateStore, state: StageState) -> None:
+        for fact in store.all_facts(self.aggregate_kind):
+            self.orders[fact.originator_id] = wo_agg.evolve(
+                self.orders.get(fact.originator_id), fact
+            )
+        self.registry = {t: tuple(s) for t, s in state.kv.get("registry", {}).items()}
+        self._restore_parked(state)
+
+    def process(self, records: Sequence[Record]) -> StageResult:
+        self._result = result = StageResult()
+        registry_changed = False
+        for record in records:
+            event = self._decode(record)
+            if event is None or self._too_late(record, event):
+                self._expire()
+                continue
+            if event.type in TECHNICIAN_KEYED:
+                if isinstance(event, k.TechnicianRegistered):
+                    self.registry[event.technician_id] = tuple(event.skills)
+                    registry_changed = True
+                result.outputs.append(
+                    OutRecord(BY_TECHNICIAN.name, record.value, event.key.encode(), event.time)
+                )
+                if isinstance(event, k.TechnicianRegistered):
+                    for order_id in self.parking.waiting_for("unknown_technician"):
+                        self._retry(order_id)
+            else:
+                self._handle(event, record)
+            self._expire()
+        result.kv["stream_time"] = self.stream_time
+        if registry_changed:
+            result.kv["registry"] = {t: list(s) for t, s in sorted(self.registry.items())}
+        return result
+
+    def _handle(self, event: Event, record: Record) -> bool:
+        order_id = getattr(event, "work_order_id", None)
+        if not isinstance(order_id, str):
+            self._result.dead_letter(
+                record, "unsupported", f"{event.type} does not belong on {record.topic}", self.name
+            )
+            return False
+        order = self.orders.get(order_id)
+        decision = wo_agg.decide(order, event, self.skills_of)
+        if isinstance(decision, Accept):
+            self._apply(order, order_id, event, record, decision.effect)
+            self._retry(order_id)
+            return True
+        if isinstance(decision, Park):
+            self._park(order_id, event, record, decision.rule, decision.message)
+        elif isinstance(decision, Reject):
+            self._result.dead_letter(record, decision.rule, decision.message, self.name, "type")
+        else:
+            assert isinstance(decision, Ignore)
+            self._result.count("ignored")
+        return False
+
+    def _retry(self, order_id: str) -> None:
+        """Give the order's parked events another go, until none applies."""
+        progress = True
+        while progress and order_id in self.parking.by_aggregate:
+            progress = False
+            for parked in self.parking.take(order_id):
+                decision = wo_agg.decide(self.orders.get(order_id), parked.event, self.skills_of)
+                if isinstance(decision, Accept):
+                    self._result.parked_remove.append(parked.event.id)
+                    self._apply(
+                        self.orders.get(order_id),
+                        order_id,
+                        parked.event,
+                        parked.record,
+                        decision.effect,
+                    )
+                    progress = True
+                elif isinstance(decision, Park):
+                    self.parking.add(order_id, parked)
+                else:
+                    self._result.parked_remove.append(parked.event.id)
+                    if isinstance(decision, Reject):
+                        self._result.dead_letter(
+                            parked.record, decision.rule, decision.message, self.name, "type"
+                        )
+
+    def _apply(
+        self, order: WorkOrder | None, order_id: str, event: Event, record: Record, effect: str
+    ) -> None:
+        result = self._result
+        before_status = order.status.value if order is not None else None
+        before_tech = order.technician_id if order is not None else None
+        version = order.version + 1 if order is not None else 1
+        fact = fact_of(event, order_id, version, effect)
+        order = wo_agg.evolve(order, fact)
+        self.orders[order_id] = order
+        result.facts.append(fact)
+        result.count("applied")
+        snapshot = snapshot_of(order, event, _position(record, event), before_status, before_tech)
+        raw = encode(snapshot)
+        result.outputs.append(OutRecord(WORKORDERS.name, raw, order_id.encode(), event.time))
+        for technician in {snapshot.technician_id, snapshot.previous_technician_id} - {None}:
+            assert technician is not None
+            result.outputs.append(
+                OutRecord(BY_TECHNICIAN.name, raw, technician.encode(), event.time)
+            )
+        if isinstance(event, k.PartPicked | k.PartUsed):
+            result.outputs.append(
+                OutRecord(
+                    BY_TECHNICIAN.name, record.value, event.technician_id.encode(), event.time
+                )
+            )
+
+
+def snapshot_of(
+    order: WorkOrder,
+    trigger: Event,
+    cause: Causation,
+    previous_status: str | None,
+    previous_technician: str | None,
+) -> k.WorkOrderStateChanged:
+    """The ``WorkOrderStateChanged`` after ``trigger`` was applied to ``order``."""
+    visit = order.visit
+    technician = order.technician_id
+    if technician is None and visit is not None and visit.completed_at is not None:
+        technician = visit.technician_id  # the technician who just completed the visit
+    return k.WorkOrderStateChanged(
+        id=f"{trigger.id}/wo",
+        source="fieldstream/workorders",
+        time=trigger.time,
+        subject=order.id,
+        causation=cause,
+        work_order_id=order.id,
+        status=order.status.value,
+        previous_status=previous_status,
+        trigger=trigger.type,
+        technician_id=technician,
+        previous_technician_id=previous_technician if previous_technician != technician else None,
+        visit=visit.number if visit else 0,
+        customer_id=order.customer_id,
+        site_lat=order.site_lat,
+        site_lon=order.site_lon,
+        region=order.region,
+        job_type=order.job_type,
+        priority=order.priority,
+        window_start=order.window_start,
+        window_end=order.window_end,
+        queue_position=visit.queue_position if visit else None,
+        planned_start=visit.planned_start if visit else None,
+        planned_end=visit.planned_end if visit else None,
+        assigned_at=visit.assigned_at if visit else None,
+        en_route_at=visit.en_route_at if visit else None,
+        arrived_at=visit.arrived_at if visit else None,
+        arrived_by=visit.arrived_by if visit else None,
+        started_at=visit.started_at if visit else None,
+        completed_at=visit.completed_at if visit else None,
+        departed_at=visit.departed_at if visit else None,
+        fixed=visit.fixed if visit else None,
+    )
+
+
+# -- the fleet ---------------------------------------------------------------------------------
+
+
+class FleetProcessor(_Base):
+    """The ``fleet`` stage (see the module docstring)."""
+
+    name = "fleet"
+    inputs = ("fs.gps", "fs.by-technician")
+    aggregate_kind = "technician"
+
+    def __init__(
+        self, lateness_ms: int = DEFAULT_LATENESS_MS, geofence_m: float = DEFAULT_GEOFENCE_M
+    ) -> None:
+        super().__init__(lateness_ms)
+        self.geofence_m = geofence_m
+        self.technicians: dict[str, Technician] = {}
+
+    def restore(self, store: StateStore, state: StageState) -> None:
+        for fact in store.all_facts(self.aggregate_kind):
+            tid = fact.originator_id
+            self.technicians[tid] = tech_agg.evolve(self.technicians.get(tid), fact)
+        for tid, (t, lat, lon, speed, heading) in state.positions.items():
+            if tid in self.technicians:
+                self.technicians[tid].position = Position(t, lat, lon, speed, heading)
+        self._restore_parked(state)
+
+    def process(self, records: Sequence[Record]) -> StageResult:
+        self._result = result = StageResult()
+        moved: set[str] = set()
+        for record in records:
+            if record.topic == "fs.gps":
+                self._ping(record, moved)
+            else:
+                event = self._decode(record)
+                if event is not None and not self._too_late(record, event):
+                    self._handle(event, record)
+            self._expire()
+        for tid in sorted(moved):
+            p = self.technicians[tid].position
+            assert p is not None
+            result.positions[tid] = (p.time, p.lat, p.lon, p.speed_mps, p.heading_deg)
+        result.kv["stream_time"] = self.stream_time
+        return result
+
+    def _ping(self, record: Record, moved: set[str]) -> None:
+        """The hot path: no aggregate event, no dataclass unless a geofence may fire."""
+        result = self._result
+        try:
+            doc = orjson.loads(record.value)
+            data = doc["data"]
+            tid = data["technician_id"]
+            at = parse_time(doc["time"])
+            lat = float(data["lat"])
+            lon = float(data["lon"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            result.dead_letter(record, "invalid", f"unreadable ping ({exc})", self.name)
+            return
+        if at < self.stream_time - self.lateness_ms:
+            result.dead_letter(
+                record,
+                "too_late",
+                f"ping {doc.get('id')} is older than the allowed lateness",
+                self.name,
+                "time",
+            )
+            return
+        self.stream_time = max(self.stream_time, at)
+        tech = self.technicians.get(tid)
+        if (
+            tech is None
+            or not tech.on_shift
+            or (tech.shift_started_at is not None and at < tech.shift_started_at)
+        ):
+            result.count("pings_off_shift")  # privacy: never stored, never shown
+            return
+        result.count("pings")
+        position = tech.position
+        if position is None or at >= position.time:
+            tech.position = Position(at, lat, lon, data.get("speed_mps"), data.get("heading_deg"))
+            moved.add(tid)
+        if tech.leaving is None and not any(j.status == "en_route" for j in tech.jobs.values()):
+            return
+        ping = validate(record.value)
+        if not isinstance(ping, k.GpsPinged):
+            return
+        hit = tech_agg.geofence(tech, ping, self.geofence_m)
+        if hit is None:
+            return
+        detected: Event
+        common: dict[str, Any] = {
+            "source": "fieldstream/geofence",
+            "time": ping.time,
+            "subject": hit.work_order_id,
+            "work_order_id": hit.work_order_id,
+            "technician_id": tid,
+            "detected_by": "geofence",
+        }
+        if hit.kind == "TechnicianArrived":
+            detected = k.TechnicianArrived(
+                id=f"geofence/arrived/{hit.work_order_id}/{hit.visit}", **common
+            )
+        else:
+            detected = k.TechnicianDeparted(
+                id=f"geofence/departed/{hit.work_order_id}/{hit.visit}", **common
+            )
+        result.outputs.append(
+            OutRecord(GEOFENCE.name, encode(detected), hit.work_order_id.encode(), ping.time)
+        )
+        self._record_for(tid, tech, detected)
+        result.count(f"geofence.{hit.kind}")
+
+    def _handle(self, event: Event, record: Record) -> None:
+        tid = record_key(record) if record.topic == BY_TECHNICIAN.name else event.key
+        tech = self.technicians.get(tid)
+        decision = tech_agg.decide(tech, event)
+        if isinstance(decision, Accept):
+            before = dict(tech.jobs) if tech is not None else {}
+            tech = self._record_for(tid, tech, event)
+            if isinstance(event, k.WorkOrderStateChanged):
+                self._check_conflicts(tech, event, before, record)
+            for parked in self.parking.take(tid):
+                self._result.parked_remove.append(parked.event.id)
+                self._handle(parked.event, parked.record)
+        elif isinstance(decision, Park):
+            self._park(tid, event, record, decision.rule, decision.message)
+        elif isinstance(decision, Ignore):
+            self._result.count("ignored")
+
+    def _record_for(self, tid: str, tech: Technician | None, event: Event) -> Technician:
+        version = tech.version + 1 if tech is not None else 1
+        fact = fact_of(event, tid, version)
+        tech = tech_agg.evolve(tech, fact)
+        self.technicians[tid] = tech
+        self._result.facts.append(fact)
+        self._result.count("applied")
+        return tech
+
+    def _check_conflicts(
+        self,
+        tech: Technician,
+        change: k.WorkOrderStateChanged,
+        before: dict[str, Any],
+        record: Record,
+    ) -> None:
+        if change.technician_id != tech.id:
+            return
+        conflicts: list[tuple[str, str, str]] = []
+        if change.status == "assigned" and change.planned_start and change.planned_end:
+            for other in tech.jobs.values():
+                if (
+                    other.work_order_id != change.work_order_id
+                    and other.planned_start is not None
+                    and other.planned_end is not None
+                    and other.planned_start < change.planned_end
+                    and change.planned_start < other.planned_end
+                ):
+                    conflicts.append(
+                        (
+                            other.work_order_id,
+                            "planned_overlap",
+                            f"slot of {change.work_order_id} overlaps {other.work_order_id}",
+                        )
+                    )
+        if change.status == "en_route" and change.previous_status != "en_route":
+            for other in tech.jobs.values():
+                if other.work_order_id != change.work_order_id and other.status in (
+                    tech_agg.ACTIVE
+                ):
+                    conflicts.append(
+                        (
+                            other.work_order_id,
+                            "concurrent_visits",
+                            f"{tech.id} set off to {change.work_order_id} while "
+                            f"{other.work_order_id} is {other.status}",
+                        )
+                    )
+        for other_id, kind, detail in conflicts:
+            conflict = k.AssignmentConflicted(
+                id=f"{change.id}/conflict/{other_id}",
+                source="fieldstream/fleet",
+                time=change.time,
+                subject=change.work_order_id,
+                causation=_position(record, change),
+                work_order_id=change.work_order_id,
+                technician_id=tech.id,
+                conflicting_work_order_id=other_id,
+                kind=kind,
+                detail=detail,
+            )
+            self._result.outputs.append(
+                OutRecord(ALERTS.name, encode(conflict), change.work_order_id.encode(), change.time)
+            )
+            self._result.count("conflicts")
+
+
+def record_key(record: Record) -> str:
+    """A record's key as text (the technician for fs.by-technician)."""
+    return record.key.decode() if record.key is not None else ""
+
+
+ProcessorFactory = Callable[[], "WorkOrderProcessor | FleetProcessor"]
+AGGREGATE_STAGES: tuple[ProcessorFactory, ...] = (WorkOrderProcessor, FleetProcessor)
