@@ -191,7 +191,14 @@ class WorkOrderProcessor(_Base):
     """The ``workorders`` stage (see the module docstring)."""
 
     name = "workorders"
-    inputs = ("fs.bookings", "fs.dispatch", "fs.status", "fs.parts", "fs.feedback", "fs.geofence")
+    inputs: tuple[str, ...] = (
+        "fs.bookings",
+        "fs.dispatch",
+        "fs.status",
+        "fs.parts",
+        "fs.feedback",
+        "fs.geofence",
+    )
     aggregate_kind = "workorder"
 
     def __init__(self, lateness_ms: int = DEFAULT_LATENESS_MS) -> None:
@@ -366,7 +373,7 @@ class FleetProcessor(_Base):
     """The ``fleet`` stage (see the module docstring)."""
 
     name = "fleet"
-    inputs = ("fs.gps", "fs.by-technician")
+    inputs: tuple[str, ...] = ("fs.gps", "fs.by-technician")
     aggregate_kind = "technician"
 
     def __init__(
