@@ -2,8 +2,8 @@
 
 A stage reads every partition of its input topics that it owns, from the offsets it committed
 last, takes up to ``max_batch`` records, and hands them to its processor **in one
-deterministic order**: by record time, then topic (in the order the stage lists them), then
-partition, then offset. The processor decides, pure; the runner then
+deterministic order**: partitions merged by record time (ties: topic in the order the stage
+lists them, partition, offset), each partition kept in offset order. The processor decides, pure; the runner then
 
 1. appends the processor's outputs (derived events, dead letters, re-keyed records) to the
    log in one append, and
@@ -19,6 +19,7 @@ The processors never read a clock: every derived event takes its time from its i
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -188,18 +189,25 @@ class Stage:
         began = time.perf_counter()
         await self._fill()
         per_partition = max(1, self.max_batch // max(1, len(self._positions)))
-        records: list[Record] = []
+        chunks: list[list[Record]] = []
         for buffer in self._buffers.values():
-            taken = 0
-            while buffer and taken < per_partition:
+            chunk: list[Record] = []
+            while buffer and len(chunk) < per_partition:
                 if horizon is not None and buffer[0].timestamp_ms > horizon:
                     break
-                records.append(buffer.popleft())
-                taken += 1
-        if not records:
+                chunk.append(buffer.popleft())
+            if chunk:
+                chunks.append(chunk)
+        if not chunks:
             return BatchStats(0, 0, time.perf_counter() - began, {})
+        # Merge partitions by record time, each partition kept in offset order (a late record
+        # stays late: it is judged against what its own partition had already delivered).
         order = {t: i for i, t in enumerate(self.processor.inputs)}
-        records.sort(key=lambda r: (r.timestamp_ms, order[r.topic], r.partition, r.offset))
+        records = list(
+            heapq.merge(
+                *chunks, key=lambda r: (r.timestamp_ms, order[r.topic], r.partition, r.offset)
+            )
+        )
         result = self.processor.process(records)
         if result.outputs:
             await self.log.append(result.outputs)
