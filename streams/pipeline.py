@@ -3,7 +3,8 @@
 A stage reads every partition of its input topics that it owns, from the offsets it committed
 last, takes up to ``max_batch`` records, and hands them to its processor **in one
 deterministic order**: partitions merged by record time (ties: topic in the order the stage
-lists them, partition, offset), each partition kept in offset order. The processor decides, pure; the runner then
+lists them, partition, offset), each partition kept in offset order. The processor decides,
+pure; the runner then
 
 1. appends the processor's outputs (derived events, dead letters, re-keyed records) to the
    log in one append, and
