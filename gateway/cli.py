@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from events.catalog import TOPICS, TOPICS_BY_NAME
+from events.codec import format_time, parse_time
 from events.schema import all_event_schemas, asyncapi_document
 from gateway.feed import Clock, feed
 from gateway.output import FORMATS, emit, progress_bar
@@ -232,6 +233,123 @@ def cmd_process(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+# -- replay and show ---------------------------------------------------------------------------
+
+
+def _time_arg(text: str) -> int:
+    """An RFC 3339 time (``2026-11-23T14:05:00Z``) as ms since the epoch."""
+    try:
+        return parse_time(text if ("+" in text[10:] or text.endswith("Z")) else text + "Z")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time like 2026-11-23T14:05:00Z"
+        ) from None
+
+
+def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    import tempfile
+
+    from streams.replay import replay
+
+    into = args.into or Path(tempfile.mkdtemp(prefix="fieldstream-replay-"))
+    show = args.format == "table"
+
+    async def body() -> dict[str, Any]:
+        source = await open_log(config, create_topics=False)
+        try:
+            with progress_bar(show) as progress:
+                copy_task = progress.add_task("copy inputs", total=None)
+                run_task = progress.add_task("replay", total=None)
+                result, stages, log, store = await replay(
+                    source,
+                    into,
+                    config,
+                    until_ms=args.until,
+                    on_copy=lambda n: progress.advance(copy_task, n),
+                    on_process=lambda n: progress.advance(run_task, n),
+                )
+            try:
+                summary: dict[str, Any] = {
+                    "into": str(result.into),
+                    "records copied": result.copied,
+                    "records processed": result.processed,
+                    "work orders": len(getattr(stages[0].processor, "orders")),  # noqa: B009
+                    "technicians": len(getattr(stages[1].processor, "technicians")),  # noqa: B009
+                }
+                if args.work_order:
+                    order = getattr(stages[0].processor, "orders").get(args.work_order)  # noqa: B009
+                    if order is None:
+                        raise CliError(f"no work order {args.work_order} in the replay")
+                    summary["status"] = order.status.value
+                    summary["visits"] = len(order.visits)
+                return summary
+            finally:
+                store.close()
+                await log.close()
+        finally:
+            await source.close()
+
+    try:
+        summary = asyncio.run(body())
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from exc
+    emit([summary], fmt=args.format, title="replay", columns=list(summary))
+    return 0
+
+
+def cmd_show_work_order(args: argparse.Namespace, config: Config) -> int:
+    from aggregates.workorder import rebuild
+
+    store = open_state_store(config.data_dir, config.db)
+    try:
+        facts = store.facts("workorder", args.id)
+    finally:
+        store.close()
+    if args.as_of is not None:
+        facts = [f for f in facts if f.at <= args.as_of]
+    state = rebuild(facts)
+    if state is None:
+        raise CliError(f"no work order {args.id} in {config.describe()}")
+    events = [
+        {
+            "version": f.originator_version,
+            "time": format_time(f.at),
+            "event": f.kind,
+            "effect": f.effect,
+            "id": f.event_id,
+            "source": f.source,
+        }
+        for f in facts
+    ]
+    doc = state.as_dict()
+    doc.pop("event_ids")
+    if args.format == "json":
+        emit(events, fmt="json", extra={"state": doc})
+        return 0
+    visit = state.visit
+    summary = {
+        "work order": state.id,
+        "status": state.status.value,
+        "customer": state.customer_id,
+        "job type": state.job_type,
+        "window": f"{format_time(state.window_start)} - {format_time(state.window_end)}",
+        "visits": len(state.visits),
+        "technician": visit.technician_id if visit else None,
+        "arrived": format_time(visit.arrived_at) if visit and visit.arrived_at else None,
+        "arrived by": visit.arrived_by if visit else None,
+        "completed": format_time(visit.completed_at) if visit and visit.completed_at else None,
+        "rating": state.rating,
+    }
+    emit(
+        [summary],
+        fmt="table",
+        title=f"{state.id} as of {format_time(facts[-1].at)}",
+        columns=list(summary),
+    )
+    emit(events, fmt="table", title="the events that produced it, in order")
+    return 0
+
+
 # -- simulate and demo ---------------------------------------------------------------------------
 
 
@@ -434,6 +552,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p, FORMATS)
     p.set_defaults(handler=cmd_process)
+
+    p = sub.add_parser("replay", help="rebuild all state from the log into a fresh store")
+    p.add_argument("--until", type=_time_arg, help="only input stamped up to this time (UTC)")
+    p.add_argument("--work-order", help="summarise this work order's rebuilt state")
+    p.add_argument("--into", type=Path, help="directory for the replay (default: a new temp dir)")
+    _common(p)
+    p.set_defaults(handler=cmd_replay)
+
+    show = sub.add_parser("show", help="show an aggregate and the events that produced it")
+    show_sub = show.add_subparsers(dest="show_command", required=True, metavar="WHAT")
+    p = show_sub.add_parser("work-order", help="a work order's state and its events, in order")
+    p.add_argument("id", help="the work order id")
+    p.add_argument("--as-of", type=_time_arg, help="the state as of this time (UTC)")
+    _common(p)
+    p.set_defaults(handler=cmd_show_work_order)
 
     p = sub.add_parser("simulate", help="simulate a day of field service on real roads")
     _simulation_options(p, technicians=50, hours=9.0)

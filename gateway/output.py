@@ -72,7 +72,7 @@ def emit(
         table.add_column(col, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in cols))
-    console = Console(file=stream, width=max(100, Console().width))
+    console = Console(file=stream, width=max(140, Console().width))
     console.print(table)
     if extra:
         for key, value in extra.items():
