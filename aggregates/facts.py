@@ -74,13 +74,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_DATA_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _data_fields(cls: type[Event]) -> tuple[str, ...]:
+    names = _DATA_FIELDS.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE)
+        _DATA_FIELDS[cls] = names
+    return names
+
+
 def fact_of(event: Event, aggregate_id: str, version: int, effect: str = APPLIED) -> Fact:
     """Record ``event`` as the ``version``-th fact of aggregate ``aggregate_id``."""
-    data = {
-        f.name: _plain(getattr(event, f.name))
-        for f in dataclasses.fields(event)
-        if f.name not in _ENVELOPE
-    }
+    data = {}
+    for name in _data_fields(type(event)):
+        value = getattr(event, name)
+        kind = type(value)
+        data[name] = _plain(value) if kind is tuple or kind is Causation else value
     return Fact(
         aggregate_id,
         version,

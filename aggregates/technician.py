@@ -141,9 +141,11 @@ def decide(tech: Technician | None, event: Event) -> Decision:
     return Accept()
 
 
-def evolve(tech: Technician | None, fact: Fact) -> Technician:
-    """Fold one fact into the technician (mutates and returns it)."""
-    event = fact.event()
+def evolve(tech: Technician | None, fact: Fact, event: Event | None = None) -> Technician:
+    """Fold one fact into the technician (mutates and returns it). ``event``: the input the
+    fact records, when the caller has it (see :func:`aggregates.workorder.evolve`)."""
+    if event is None:
+        event = fact.event()
     if tech is None:
         tech = Technician(id=fact.originator_id, version=0)
     _APPLIERS[fact.kind](tech, event)
@@ -282,8 +284,10 @@ class GeofenceHit:
     visit: int
 
 
-def geofence(tech: Technician, ping: k.GpsPinged, radius_m: float) -> GeofenceHit | None:
-    """Whether this in-shift ping shows an untapped arrival or departure.
+def geofence(
+    tech: Technician, at: int, lat: float, lon: float, accuracy_m: float | None, radius_m: float
+) -> GeofenceHit | None:
+    """Whether an in-shift fix (time ``at``) shows an untapped arrival or departure.
 
     Arrival: the technician is en route to a job and the fix lies within ``radius_m`` of its
     site. Departure: after a visit completed, the first fix farther than
@@ -291,22 +295,21 @@ def geofence(tech: Technician, ping: k.GpsPinged, radius_m: float) -> GeofenceHi
     flapping in and out). A fix whose own reported accuracy is worse than the radius counts for
     neither. Each is reported once per visit: the caller records the detection as a fact.
     """
-    if ping.accuracy_m is not None and ping.accuracy_m > radius_m:
+    if accuracy_m is not None and accuracy_m > radius_m:
         return None
     for job in tech.jobs.values():
         if (
             job.status == "en_route"
             and not job.arrival_detected
-            and distance_m(ping.lat, ping.lon, job.site_lat, job.site_lon) <= radius_m
+            and distance_m(lat, lon, job.site_lat, job.site_lon) <= radius_m
         ):
             return GeofenceHit("TechnicianArrived", job.work_order_id, job.visit)
     left = tech.leaving
     if (
         left is not None
         and left.completed_at is not None
-        and ping.time > left.completed_at
-        and distance_m(ping.lat, ping.lon, left.site_lat, left.site_lon)
-        > DEPARTURE_FACTOR * radius_m
+        and at > left.completed_at
+        and distance_m(lat, lon, left.site_lat, left.site_lon) > DEPARTURE_FACTOR * radius_m
     ):
         return GeofenceHit("TechnicianDeparted", left.work_order_id, left.visit)
     return None

@@ -395,9 +395,14 @@ _DECIDERS: dict[str, Decider] = {
 # -- evolve ------------------------------------------------------------------------------
 
 
-def evolve(order: WorkOrder | None, fact: Fact) -> WorkOrder:
-    """Fold one fact into the state (mutates and returns it; ``None`` only for a booking)."""
-    event = fact.event()
+def evolve(order: WorkOrder | None, fact: Fact, event: Event | None = None) -> WorkOrder:
+    """Fold one fact into the state (mutates and returns it; ``None`` only for a booking).
+
+    ``event`` is the input the fact records, when the caller has it at hand (saves decoding
+    it again from the fact); it must be that event.
+    """
+    if event is None:
+        event = fact.event()
     if order is None:
         assert isinstance(event, k.WorkOrderBooked), fact.kind
         order = WorkOrder(

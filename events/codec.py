@@ -27,6 +27,7 @@ import math
 import types
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import orjson
@@ -84,12 +85,15 @@ class _Bad(Exception):
 # -- time ----------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1 << 16)
 def format_time(ms: int) -> str:
-    """Milliseconds since the epoch -> ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    """Milliseconds since the epoch -> ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (cached: a work order's
+    snapshots repeat the same few times many times over)."""
     seconds, milli = divmod(ms, 1000)
     return f"{(_EPOCH + timedelta(seconds=seconds)).isoformat()}.{milli:03d}Z"
 
 
+@lru_cache(maxsize=1 << 16)
 def parse_time(text: str) -> int:
     """An RFC 3339 time with an offset -> milliseconds since the epoch (truncated to the ms).
 
@@ -398,6 +402,49 @@ def decode(
     if isinstance(result, Rejection):
         raise InvalidEvent(result)
     return result
+
+
+def decode_trusted(raw: bytes) -> Event | Rejection:
+    """Decode a record this system wrote itself (an internal topic), skipping per-field checks.
+
+    About three times faster than :func:`validate` for wide events: values are not range- or
+    type-checked (they were when the event was first accepted). A structural surprise (not
+    JSON, an unknown type, a missing field) falls back to :func:`validate`, which says
+    precisely what is wrong; it never raises.
+    """
+    try:
+        doc = orjson.loads(raw)
+        spec = _SPECS[doc["type"]]
+        data = doc["data"]
+        values: dict[str, Any] = {
+            "id": doc["id"],
+            "source": doc["source"],
+            "subject": doc["subject"],
+            "time": parse_time(doc["time"]),
+        }
+        if spec.cls.DERIVED:
+            values["causation"] = Causation(
+                doc["causationid"],
+                doc["causationtopic"],
+                doc["causationpartition"],
+                doc["causationoffset"],
+            )
+        times = spec.time_fields
+        for name, _convert, required, default in spec.data:
+            if name in data:
+                value = data[name]
+                if name in times and value is not None:
+                    value = parse_time(value)
+                elif type(value) is list:
+                    value = tuple(value)
+                values[name] = value
+            elif required:
+                raise KeyError(name)
+            else:
+                values[name] = default
+        return spec.cls(**values)
+    except Exception:  # not what we wrote: let the full validator say precisely why
+        return validate(raw)
 
 
 # -- encode --------------------------------------------------------------------------------

@@ -155,9 +155,10 @@ class Stage:
                     behind += max(0, end - self._positions[(topic, p)])
         return behind
 
-    async def _fill(self) -> None:
-        """Top up the read-ahead buffers of partitions that have unread records."""
-        per_partition = max(1, self.max_batch // max(1, len(self._positions)))
+    async def _fill(self, horizon: int | None) -> None:
+        """Top up the read-ahead buffers: with a horizon, until each partition's buffer reaches
+        past it (so a step sees the whole window); without, to ``max_batch`` records."""
+        chunk = max(1, self.max_batch // max(1, len(self._positions)))
         for topic in self.processor.inputs:
             ends = await self.log.end_offsets(topic)
             for p, end in ends.items():
@@ -165,35 +166,41 @@ class Stage:
                 if tp not in self._positions:
                     continue
                 buffer = self._buffers.setdefault(tp, deque())
-                fetched = self._fetched.get(tp, self._positions[tp])
-                if len(buffer) < per_partition // 2 and fetched < end:
-                    chunk = await self.log.read(topic, p, fetched, per_partition)
-                    buffer.extend(chunk)
-                    if chunk:
-                        self._fetched[tp] = chunk[-1].offset + 1
+                while self._fetched.get(tp, self._positions[tp]) < end and (
+                    not buffer
+                    or (horizon is not None and buffer[-1].timestamp_ms <= horizon)
+                    or (horizon is None and len(buffer) < chunk)
+                ):
+                    fetched = self._fetched.get(tp, self._positions[tp])
+                    records = await self.log.read(topic, p, fetched, chunk)
+                    if not records:
+                        break
+                    buffer.extend(records)
+                    self._fetched[tp] = records[-1].offset + 1
 
     async def next_time(self) -> int | None:
         """The smallest timestamp among the next unread record of each input partition."""
         await self.start()
-        await self._fill()
+        await self._fill(None)
         heads = [b[0].timestamp_ms for b in self._buffers.values() if b]
         return min(heads) if heads else None
 
     async def step(self, horizon: int | None = None) -> BatchStats:
         """Process one batch (possibly empty). Returns what it did.
 
-        With ``horizon``, each input partition contributes only its records up to the first
-        one stamped after ``horizon`` (offset order is kept), so stages that feed each other
-        advance through event time together when a backlog is replayed.
+        With ``horizon``, the batch is every unread record of every input partition up to the
+        first one stamped after ``horizon`` (offset order is kept): the whole window, whatever
+        was read before, so the batches, and what the processor derives from them, depend only
+        on the log and the horizons. Without, up to ``max_batch`` records.
         """
         await self.start()
         began = time.perf_counter()
-        await self._fill()
+        await self._fill(horizon)
         per_partition = max(1, self.max_batch // max(1, len(self._positions)))
         chunks: list[list[Record]] = []
         for buffer in self._buffers.values():
             chunk: list[Record] = []
-            while buffer and len(chunk) < per_partition:
+            while buffer and (horizon is not None or len(chunk) < per_partition):
                 if horizon is not None and buffer[0].timestamp_ms > horizon:
                     break
                 chunk.append(buffer.popleft())
@@ -241,9 +248,11 @@ class Stage:
         )
 
 
-HORIZON_STEP_MS = 120_000
-"""How far event time advances per round when a backlog is replayed (well under the allowed
-lateness, so stages that feed each other never fall behind one another by more)."""
+HORIZON_STEP_MS = 300_000
+"""The event-time grid that rounds advance on when a backlog is processed: well under the
+allowed lateness (so stages that feed each other never fall behind one another by more), and
+fixed (windows are whole multiples of it since the epoch), so a run restarted after a crash
+cuts exactly the same windows as a run that never stopped."""
 
 
 async def run_until_idle(
@@ -261,7 +270,7 @@ async def run_until_idle(
         heads = [t for t in [await s.next_time() for s in stages] if t is not None]
         if not heads:
             return total
-        horizon = min(heads) + HORIZON_STEP_MS
+        horizon = (min(heads) // HORIZON_STEP_MS + 1) * HORIZON_STEP_MS
         while True:
             done = 0
             for stage in stages:

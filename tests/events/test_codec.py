@@ -103,3 +103,23 @@ def test_every_event_type_has_one_public_topic() -> None:
     assert TOPIC_OF["TechnicianDeparted"].name == "fs.status"
     assert TOPIC_OF["GpsPinged"].name == "fs.gps"
     assert not any(t.internal for t in TOPIC_OF.values())
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: e.type)
+def test_trusted_decoding_equals_validating(event: kinds.Event) -> None:
+    from events.codec import decode_trusted
+
+    assert decode_trusted(encode(event)) == event == validate(encode(event))
+
+
+def test_trusted_decoding_falls_back_to_the_validator() -> None:
+    from events.codec import decode_trusted
+
+    bad = orjson.loads(encode(SAMPLES[0]))
+    del bad["data"]["home_lat"]
+    result = decode_trusted(orjson.dumps(bad))
+    assert isinstance(result, Rejection) and (result.rule, result.field) == (
+        "missing",
+        "data.home_lat",
+    )
+    assert isinstance(decode_trusted(b"\xff"), Rejection)
