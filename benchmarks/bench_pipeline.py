@@ -27,17 +27,17 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eventsourcing.application import AggregateNotFoundError, Application  # noqa: E402
-from eventsourcing.domain import Aggregate, event  # noqa: E402
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate, event
 
-from eta_engine.roads import RoadGraph  # noqa: E402
-from events.codec import decode  # noqa: E402
-from gateway.feed import Clock, feed  # noqa: E402
-from simulator import encoded_lines, make_params, simulate  # noqa: E402
-from streams.bootstrap import build_stages, open_log  # noqa: E402
-from streams.config import Config  # noqa: E402
-from streams.pipeline import run_until_idle  # noqa: E402
-from streams.state_store import SqliteStateStore  # noqa: E402
+from eta_engine.roads import RoadGraph
+from events.codec import decode
+from gateway.feed import Clock, feed
+from simulator import encoded_lines, make_params, simulate
+from streams.bootstrap import build_stages, open_log
+from streams.config import Config
+from streams.pipeline import run_until_idle
+from streams.state_store import SqliteStateStore
 
 
 class NaiveOrder(Aggregate):
@@ -69,7 +69,7 @@ def naive(events: list[Any], path: Path) -> float:
             agg = app.repository.get(agg_id)
         except AggregateNotFoundError:
             agg = NaiveOrder(work_order_id=key)
-            agg._id = agg_id  # noqa: SLF001 - a stable id per work order, for the benchmark
+            agg._id = agg_id
             for pending in agg.pending_events:
                 object.__setattr__(pending, "originator_id", agg_id)
         agg.record(kind=ev.type, data={"id": ev.id})
@@ -109,7 +109,8 @@ def main() -> None:
         n, s = asyncio.run(stages_over(lines, root / "mix"))
         mix_rate = n / s
         print(
-            f"aggregate stages, mix        {n:>10,} records  {s:7.2f} s  {mix_rate:>10,.0f} events/s"
+            f"aggregate stages, mix        {n:>10,} records  {s:7.2f} s  "
+            f"{mix_rate:>10,.0f} events/s"
             f"   target >= 200,000/s: {'ok' if mix_rate >= 200_000 else 'MISSED'}"
         )
         n2, s2 = asyncio.run(stages_over(non_ping, root / "nonping"))
@@ -121,7 +122,8 @@ def main() -> None:
         s3 = naive(events, root / "naive.sqlite3")
         anchor = len(events) / s3
         print(
-            f"naive eventsourcing anchor   {len(events):>10,} events   {s3:7.2f} s  {anchor:>10,.0f} events/s"
+            f"naive eventsourcing anchor   {len(events):>10,} events   {s3:7.2f} s  "
+            f"{anchor:>10,.0f} events/s"
         )
         print(
             f"non-ping / naive anchor: {ours / anchor:.1f}x   target >= 10x: "
