@@ -452,15 +452,20 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     show = args.format == "table"
     sim = run_simulation(args, show)
     report = asyncio.run(simulate_into_log(config, sim, Clock.parse(args.clock), show))
+    totals = asyncio.run(run_pipeline(config, until_idle=True, show=show))
     rows = asyncio.run(topic_summary(config))
     emit(
         rows,
         fmt=args.format,
-        title=f"a simulated day in Andorra, ingested into the {config.describe()}",
+        title=f"a simulated day in Andorra, ingested and processed in the {config.describe()}",
         extra={
             "events": report.records,
             "accepted": report.accepted,
-            "rejected": report.rejected,
+            "rejected at ingest": report.rejected,
+            "rejected by the pipeline": sum(
+                n for name, n in totals.items() if ".rejected." in name
+            ),
+            "arrivals detected by geofence": totals.get("fleet.geofence.TechnicianArrived", 0),
             "credit": "Map data © OpenStreetMap contributors, ODbL",
         },
     )
@@ -575,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_simulate)
 
-    p = sub.add_parser("demo", help="simulate a day, ingest it, and summarise the log")
+    p = sub.add_parser("demo", help="simulate a day, ingest and process it, summarise the log")
     _simulation_options(p, technicians=20, hours=9.0)
     _common(p, FORMATS)
     p.set_defaults(handler=cmd_demo)
