@@ -69,3 +69,59 @@ def test_schemas_validate_every_sample_and_reject_a_bad_one(tmp_path: Path) -> N
     bad["data"]["lat"] = 123.0
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, ping_schema)
+
+
+def test_simulate_into_the_log_with_truth_and_a_paced_clock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    data = tmp_path / "data"
+    truth = tmp_path / "truth.jsonl"
+    began = time.monotonic()
+    argv = ["simulate", "--technicians", "3", "--hours", "3", "--seed", "2", "--clock", "7200x"]
+    argv += ["--data-dir", str(data), "--truth", str(truth), "--format", "json"]
+    assert main(argv) == 0
+    elapsed = time.monotonic() - began
+    row = orjson.loads(capsys.readouterr().out)["rows"][0]
+    assert row["accepted"] == row["events"] > 100
+    assert row["rejected"] == 0
+    assert row["truth rows"] == len(truth.read_bytes().splitlines())
+    # three hours of deliveries at 7200x take a second and a half, not an instant
+    assert elapsed >= 0.75
+
+
+def test_clock_parsing() -> None:
+    from gateway.feed import Clock
+
+    assert Clock.parse("max").speed is None
+    assert Clock.parse("realtime").speed == 1.0
+    assert Clock.parse("30x").speed == 30.0
+    with pytest.raises(ValueError, match="max, realtime or Nx"):
+        Clock.parse("fast")
+
+
+def test_bad_simulation_options_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "x.jsonl")
+    assert main(["simulate", "--scenario", "blizzard", "--out", out]) == 2
+    assert "unknown scenario 'blizzard'" in capsys.readouterr().err
+    assert main(["simulate", "--set", "nonsense=1", "--out", out]) == 2
+    assert "nonsense" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_ingest_into_kafka(
+    tmp_path: Path, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = [encode(s) for s in SAMPLES if type(s) in INPUT_EVENTS]
+    path = _jsonl(tmp_path, [*good, b"{broken"])
+    assert main(["ingest", str(path), "--kafka", kafka_bootstrap, "--format", "json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["accepted"] == len(good)
+    assert report["by_rule"] == {"json": 1}
+    assert main(["topics", "--kafka", kafka_bootstrap, "--format", "json"]) == 0
+    rows = {r["topic"]: r for r in orjson.loads(capsys.readouterr().out)["rows"]}
+    assert rows["fs.dlq"]["records"] >= 1
+    assert rows["fs.gps"]["records"] >= 1
