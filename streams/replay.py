@@ -95,3 +95,17 @@ async def replay(
     stages = build_stages(target, store, replay_config)
     processed = await run_until_idle(stages, on_progress=on_process)
     return ReplayResult(into, copied, processed), stages, target, store
+
+
+async def read_topic(log: Log, topic: str) -> list[bytes]:
+    """Every record value of ``topic``, partition by partition in offset order."""
+    values: list[bytes] = []
+    for partition, end in (await log.end_offsets(topic)).items():
+        offset = 0
+        while offset < end:
+            records = await log.read(topic, partition, offset, 50_000)
+            if not records:
+                break
+            values += [r.value for r in records]
+            offset = records[-1].offset + 1
+    return values

@@ -1,0 +1,236 @@
+"""Scoring the ETA engine against ground truth, with two baselines in the same run.
+
+``fieldstream eval-eta`` simulates a day into a fresh temporary store, runs the pipeline and
+the ETA stage over it exactly as live, then reads back fs.eta, fs.alerts and fs.gps and scores
+them against the simulator's truth file (which never touches the pipeline).
+
+For each visit and each horizon H (minutes before the actual arrival), the engine's forecast is
+the latest ``EtaUpdated`` for that work order published at or before ``arrival - H`` (and after
+the previous visit's arrival). The baselines forecast at the same moment from the
+technician's last fix at or before it:
+
+* **crow-flies**: straight-line distance at a constant speed fitted on the same day (total
+  straight-line distance over total driving time of every visit);
+* **free-flow**: shortest-path time on the road graph at free-flow speeds, no live learning.
+
+Reported per horizon: MAE of P50 (minutes) for the engine and both baselines, the coverage of
+the P10-P90 window and its median width. For late alerts: recall (late visits alerted before
+their promised window ended), precision (alerted visits that were really late), the median
+lead time (window end minus first alert), and the share of alerts that flapped (raised,
+cleared and raised again within 10 minutes).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eta_engine.roads import RoadGraph
+from events import kinds as k
+from events.codec import decode_trusted
+
+MINUTE_MS = 60_000
+FLAP_WINDOW_MS = 10 * MINUTE_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    issued: int
+    p10: int
+    p50: int
+    p90: int
+
+
+@dataclass(slots=True)
+class HorizonScore:
+    n: int = 0
+    engine_abs_min: list[float] = field(default_factory=list)
+    crowflies_abs_min: list[float] = field(default_factory=list)
+    freeflow_abs_min: list[float] = field(default_factory=list)
+    covered: int = 0
+    widths_min: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float | int | None]:
+        def mean(values: list[float]) -> float | None:
+            return round(statistics.fmean(values), 3) if values else None
+
+        return {
+            "visits": self.n,
+            "engine_mae_min": mean(self.engine_abs_min),
+            "crowflies_mae_min": mean(self.crowflies_abs_min),
+            "freeflow_mae_min": mean(self.freeflow_abs_min),
+            "coverage": round(self.covered / self.n, 4) if self.n else None,
+            "median_width_min": (
+                round(statistics.median(self.widths_min), 2) if self.widths_min else None
+            ),
+        }
+
+
+class Track:
+    """Each technician's fixes in time order, for "where was the van at time t"."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, list[int]] = defaultdict(list)
+        self._points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+
+    def add(self, technician: str, at: int, lat: float, lon: float) -> None:
+        self._times[technician].append(at)
+        self._points[technician].append((lat, lon))
+
+    def finish(self) -> None:
+        for tid, times in self._times.items():
+            order = sorted(range(len(times)), key=times.__getitem__)
+            self._times[tid] = [times[i] for i in order]
+            self._points[tid] = [self._points[tid][i] for i in order]
+
+    def at(self, technician: str, t: int) -> tuple[float, float] | None:
+        times = self._times.get(technician)
+        if not times:
+            return None
+        i = bisect.bisect_right(times, t) - 1
+        return self._points[technician][i] if i >= 0 else None
+
+
+def _haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
+    return 2 * 6_371_008.8 * math.asin(math.sqrt(min(1.0, a)))
+
+
+def score(
+    *,
+    truth: Sequence[Mapping[str, Any]],
+    eta_records: Iterable[bytes],
+    alert_records: Iterable[bytes],
+    gps_records: Iterable[bytes],
+    sites: Mapping[str, tuple[float, float]],
+    graph: RoadGraph,
+    horizons_min: Sequence[int] = (60, 30, 10),
+) -> dict[str, Any]:
+    """Score forecasts and alerts against ``truth`` (one row per visit, simulator format)."""
+    forecasts: dict[str, list[Forecast]] = defaultdict(list)
+    for raw in eta_records:
+        event = decode_trusted(raw)
+        if isinstance(event, k.EtaUpdated):
+            forecasts[event.work_order_id].append(
+                Forecast(event.time, event.p10, event.p50, event.p90)
+            )
+    for items in forecasts.values():
+        items.sort(key=lambda f: f.issued)
+    track = Track()
+    for raw in gps_records:
+        ping = decode_trusted(raw)
+        if isinstance(ping, k.GpsPinged):
+            track.add(ping.technician_id, ping.time, ping.lat, ping.lon)
+    track.finish()
+
+    rows = sorted(truth, key=lambda r: (r["work_order_id"], r["visit"]))
+    previous_arrival: dict[str, int] = {}
+    visit_start: dict[tuple[str, int], int] = {}
+    for row in rows:
+        wo = row["work_order_id"]
+        visit_start[(wo, row["visit"])] = previous_arrival.get(wo, 0)
+        previous_arrival[wo] = row["arrival_ms"]
+
+    # Crow-flies speed fitted on the same day: straight-line metres over driving seconds.
+    metres = seconds = 0.0
+    for row in rows:
+        site = sites.get(row["work_order_id"])
+        start = track.at(row["technician_id"], row["en_route_ms"])
+        if site is None or start is None or row["travel_s"] <= 0:
+            continue
+        metres += _haversine_m(start[0], start[1], site[0], site[1])
+        seconds += row["travel_s"]
+    crow_speed = metres / seconds if seconds > 0 else 8.0
+
+    free_time = graph.edge_time_s
+    scores = {h: HorizonScore() for h in horizons_min}
+    field_cache: dict[int, np.ndarray[Any, Any]] = {}
+    for row in rows:
+        wo, arrival = row["work_order_id"], row["arrival_ms"]
+        site = sites.get(wo)
+        items = forecasts.get(wo, [])
+        issued = [f.issued for f in items]
+        for h in horizons_min:
+            t = arrival - h * MINUTE_MS
+            if t < row["en_route_ms"] - 6 * 60 * MINUTE_MS:
+                continue
+            i = bisect.bisect_right(issued, t) - 1
+            if i < 0 or items[i].issued < visit_start[(wo, row["visit"])]:
+                continue
+            forecast = items[i]
+            position = track.at(row["technician_id"], t)
+            if site is None or position is None:
+                continue
+            s = scores[h]
+            s.n += 1
+            s.engine_abs_min.append(abs(forecast.p50 - arrival) / MINUTE_MS)
+            s.covered += forecast.p10 <= arrival <= forecast.p90
+            s.widths_min.append((forecast.p90 - forecast.p10) / MINUTE_MS)
+            crow = _haversine_m(position[0], position[1], site[0], site[1]) / crow_speed
+            s.crowflies_abs_min.append(abs(t + crow * 1000 - arrival) / MINUTE_MS)
+            dst, _ = graph.nearest_node(site[0], site[1])
+            if dst not in field_cache:
+                field_cache[dst] = graph.time_field_to(dst, free_time)
+            src, _ = graph.nearest_node(position[0], position[1])
+            free = float(field_cache[dst][src])
+            if math.isfinite(free):
+                s.freeflow_abs_min.append(abs(t + free * 1000 - arrival) / MINUTE_MS)
+
+    alerts = _score_alerts(rows, alert_records)
+    return {
+        "visits": len(rows),
+        "crowflies_speed_mps": round(crow_speed, 2),
+        "horizons": {str(h): scores[h].summary() for h in horizons_min},
+        "alerts": alerts,
+    }
+
+
+def _score_alerts(
+    rows: Sequence[Mapping[str, Any]], alert_records: Iterable[bytes]
+) -> dict[str, Any]:
+    raised: dict[str, list[int]] = defaultdict(list)
+    cleared: dict[str, list[int]] = defaultdict(list)
+    for raw in alert_records:
+        event = decode_trusted(raw)
+        if isinstance(event, k.LateAlertRaised):
+            raised[event.work_order_id].append(event.time)
+        elif isinstance(event, k.LateAlertCleared):
+            cleared[event.work_order_id].append(event.time)
+    late_rows = [r for r in rows if r["late"]]
+    alerted_in_time = 0
+    leads: list[float] = []
+    for row in late_rows:
+        times = [t for t in raised.get(row["work_order_id"], []) if t < row["window_end_ms"]]
+        if times:
+            alerted_in_time += 1
+            leads.append((row["window_end_ms"] - min(times)) / MINUTE_MS)
+    late_orders = {r["work_order_id"] for r in late_rows}
+    alerted_orders = set(raised)
+    true_alerts = len(alerted_orders & late_orders)
+    alerts_total = sum(len(v) for v in raised.values())
+    flapped = 0
+    for wo, unsorted in raised.items():
+        clears = sorted(cleared.get(wo, []))
+        for first, second in itertools.pairwise(sorted(unsorted)):
+            if second - first <= FLAP_WINDOW_MS and any(first < c < second for c in clears):
+                flapped += 1
+    return {
+        "late_visits": len(late_rows),
+        "alerts": alerts_total,
+        "recall": round(alerted_in_time / len(late_rows), 4) if late_rows else None,
+        "precision": round(true_alerts / len(alerted_orders), 4) if alerted_orders else None,
+        "median_lead_min": round(statistics.median(leads), 2) if leads else None,
+        "flap_rate": round(flapped / alerts_total, 4) if alerts_total else 0.0,
+    }

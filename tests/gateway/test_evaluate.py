@@ -1,0 +1,120 @@
+"""The scoring of the ETA evaluation, on hand-made forecasts with known answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eta_engine.roads import RoadGraph
+from events import kinds as k
+from events.base import Causation
+from events.codec import encode
+from gateway.evaluate import score
+from tests.support import graph
+
+MIN = 60_000
+T0 = 1_795_400_000_000
+CAUSE = Causation("c", "fs.gps", 0, 0)
+SITE = (42.5063, 1.5218)
+
+
+def eta(n: int, at: int, p10: int, p50: int, p90: int) -> bytes:
+    return encode(
+        k.EtaUpdated(
+            id=f"e{n}",
+            source="t",
+            time=at,
+            subject="WO-1",
+            causation=CAUSE,
+            work_order_id="WO-1",
+            technician_id="T-1",
+            p10=p10,
+            p50=p50,
+            p90=p90,
+            window_start=T0,
+            window_end=T0 + 60 * MIN,
+            reason="x",
+            model_version="m",
+        )
+    )
+
+
+def ping(n: int, at: int, lat: float, lon: float) -> bytes:
+    return encode(
+        k.GpsPinged(
+            id=f"g{n}", source="t", time=at, subject="T-1", technician_id="T-1", lat=lat, lon=lon
+        )
+    )
+
+
+def alert(cls: type[Any], n: int, at: int) -> bytes:
+    common: dict[str, Any] = dict(
+        id=f"a{n}",
+        source="t",
+        time=at,
+        subject="WO-1",
+        causation=CAUSE,
+        work_order_id="WO-1",
+        technician_id="T-1",
+        probability_late=0.9 if cls is k.LateAlertRaised else 0.1,
+    )
+    if cls is k.LateAlertRaised:
+        common.update(
+            p10=T0,
+            p50=T0,
+            p90=T0,
+            window_start=T0,
+            window_end=T0 + 60 * MIN,
+            lead_time_s=60,
+            message="m",
+        )
+    else:
+        common.update(p50=T0, reason="r")
+    return encode(cls(**common))
+
+
+def test_scores_forecasts_coverage_and_alerts() -> None:
+    arrival = T0 + 100 * MIN
+    truth = [
+        {
+            "work_order_id": "WO-1",
+            "visit": 1,
+            "technician_id": "T-1",
+            "en_route_ms": T0,
+            "arrival_ms": arrival,
+            "travel_s": 100 * 60,
+            "late": True,
+            "window_end_ms": T0 + 60 * MIN,
+        }
+    ]
+    etas = [
+        eta(1, arrival - 70 * MIN, arrival - 20 * MIN, arrival - 10 * MIN, arrival + 5 * MIN),
+        eta(2, arrival - 35 * MIN, arrival + 1 * MIN, arrival + 2 * MIN, arrival + 3 * MIN),
+        eta(3, arrival - 5 * MIN, arrival - 1 * MIN, arrival, arrival + 1 * MIN),
+    ]
+    pings = [ping(1, arrival - 61 * MIN, 42.55, 1.55), ping(2, arrival - 31 * MIN, 42.52, 1.53)]
+    alerts = [
+        alert(k.LateAlertRaised, 1, T0 + 10 * MIN),
+        alert(k.LateAlertCleared, 2, T0 + 12 * MIN),
+        alert(k.LateAlertRaised, 3, T0 + 15 * MIN),
+    ]
+    g: RoadGraph = graph()
+    result = score(
+        truth=truth,
+        eta_records=etas,
+        alert_records=alerts,
+        gps_records=pings,
+        sites={"WO-1": SITE},
+        graph=g,
+        horizons_min=(60, 30, 10),
+    )
+    h = result["horizons"]
+    # at 60 min the latest forecast is e1 (P50 10 min early, window covers the arrival)
+    assert h["60"]["engine_mae_min"] == 10.0 and h["60"]["coverage"] == 1.0
+    # at 30 and 10 min it is e2 (2 min late, window misses the arrival)
+    assert h["30"]["engine_mae_min"] == 2.0 and h["30"]["coverage"] == 0.0
+    assert h["10"]["median_width_min"] == 2.0
+    assert h["60"]["crowflies_mae_min"] is not None and h["60"]["freeflow_mae_min"] is not None
+    a = result["alerts"]
+    assert (a["late_visits"], a["alerts"], a["recall"], a["precision"]) == (1, 2, 1.0, 1.0)
+    assert a["median_lead_min"] == 50.0  # window end minus the first alert
+    assert a["flap_rate"] == 0.5  # raised, cleared and raised again within 10 minutes
