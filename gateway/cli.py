@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from events import kinds as k
 from events.catalog import TOPICS, TOPICS_BY_NAME
 from events.codec import format_time, parse_time
 from events.schema import all_event_schemas, asyncapi_document
@@ -230,6 +231,72 @@ def cmd_process(args: argparse.Namespace, config: Config) -> int:
     totals = asyncio.run(run_pipeline(config, until_idle=args.until_idle, show=show))
     rows = [{"counter": name, "count": n} for name, n in sorted(totals.items())]
     emit(rows, fmt=args.format, title=f"processed ({config.describe()})")
+    return 0
+
+
+# -- eval-eta ----------------------------------------------------------------------------------
+
+
+async def evaluate_day(args: argparse.Namespace, show: bool) -> dict[str, Any]:
+    """Simulate a day into a temporary store, run the pipeline and the ETA stage, score it."""
+    import tempfile
+
+    from gateway.evaluate import score
+    from simulator import encoded_lines
+    from streams.embedded import EmbeddedLog
+    from streams.replay import read_topic
+
+    sim = run_simulation(args, show)
+    graph = _load_graph(args.roads)
+    with tempfile.TemporaryDirectory(prefix="fieldstream-eval-") as tmp:
+        config = Config(data_dir=Path(tmp))
+        log = await open_log(config)
+        store = open_state_store(config.data_dir, None)
+        try:
+            with progress_bar(show) as progress:
+                task = progress.add_task("ingest", total=len(sim))
+                await feed(
+                    log,
+                    encoded_lines(sim),
+                    clock=Clock(None),
+                    on_batch=lambda n: progress.advance(task, n),
+                )
+                stages = build_stages(log, store, config, graph)
+                run_task = progress.add_task("pipeline and ETA stage", total=None)
+                await run_until_idle(stages, on_progress=lambda n: progress.advance(run_task, n))
+            assert isinstance(log, EmbeddedLog)
+            sites = {
+                e.work_order_id: (e.site_lat, e.site_lon)
+                for _, e in sim.iter_events()
+                if isinstance(e, k.WorkOrderBooked)
+            }
+            result = score(
+                truth=sim.truth,
+                eta_records=await read_topic(log, "fs.eta"),
+                alert_records=await read_topic(log, "fs.alerts"),
+                gps_records=await read_topic(log, "fs.gps"),
+                sites=sites,
+                graph=graph,
+            )
+        finally:
+            store.close()
+            await log.close()
+    return {"scenario": args.scenario, "seed": args.seed, "technicians": args.technicians, **result}
+
+
+def cmd_eval_eta(args: argparse.Namespace, config: Config) -> int:
+    result = asyncio.run(evaluate_day(args, args.format == "table"))
+    if args.format == "json":
+        emit([], fmt="json", extra=result)
+        return 0
+    rows = [{"horizon (min)": h, **values} for h, values in result["horizons"].items()]
+    emit(
+        rows,
+        fmt="table",
+        title=f"ETA engine vs baselines: {args.scenario}, seed {args.seed}, "
+        f"{args.technicians} technicians ({result['visits']} visits)",
+    )
+    emit([result["alerts"]], fmt="table", title="late alerts", columns=list(result["alerts"]))
     return 0
 
 
@@ -557,6 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p, FORMATS)
     p.set_defaults(handler=cmd_process)
+
+    p = sub.add_parser("eval-eta", help="score the ETA engine on a simulated day vs baselines")
+    _simulation_options(p, technicians=30, hours=9.0)
+    _common(p)
+    p.set_defaults(handler=cmd_eval_eta)
 
     p = sub.add_parser("replay", help="rebuild all state from the log into a fresh store")
     p.add_argument("--until", type=_time_arg, help="only input stamped up to this time (UTC)")

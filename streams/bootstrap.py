@@ -5,9 +5,11 @@ Nothing in the project connects to anything at import time; everything goes thro
 
 from __future__ import annotations
 
+from eta_engine.roads import RoadGraph
 from events.catalog import TOPICS, Topic
 from streams.config import Config
 from streams.embedded import EmbeddedLog
+from streams.eta_stage import EtaProcessor
 from streams.log import Log, TopicSpec
 from streams.pipeline import Stage
 from streams.stages import FleetProcessor, WorkOrderProcessor
@@ -35,19 +37,22 @@ async def open_log(config: Config, *, create_topics: bool = True) -> Log:
     return log
 
 
-def build_stages(log: Log, store: StateStore, config: Config) -> list[Stage]:
-    """Every stage of the pipeline, in the order one round runs them."""
+def build_stages(
+    log: Log, store: StateStore, config: Config, graph: RoadGraph | None = None
+) -> list[Stage]:
+    """Every stage of the pipeline, in the order one round runs them: work orders, the fleet,
+    then the ETA engine (which sees both the fleet's inputs and the work-order snapshots).
+    ``graph`` defaults to the one ``config.roads`` names (Andorra when unset)."""
+    if graph is None:
+        graph = RoadGraph.default() if config.roads is None else RoadGraph.load(config.roads)
+    batch = config.batch_size
     return [
-        Stage(
-            log,
-            store,
-            WorkOrderProcessor(lateness_ms=config.lateness_ms),
-            max_batch=config.batch_size,
-        ),
+        Stage(log, store, WorkOrderProcessor(lateness_ms=config.lateness_ms), max_batch=batch),
         Stage(
             log,
             store,
             FleetProcessor(lateness_ms=config.lateness_ms, geofence_m=config.geofence_m),
-            max_batch=config.batch_size,
+            max_batch=batch,
         ),
+        Stage(log, store, EtaProcessor(graph), max_batch=batch),
     ]

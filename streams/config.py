@@ -30,12 +30,14 @@ class Config:
     """How late an event may arrive and still be applied by its event time."""
     geofence_m: float = 75.0
     """Radius around a site inside which a ping counts as an arrival."""
+    roads: Path | None = None
+    """The road graph (.npz) of the region; None: the committed Andorra graph."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Read ``FIELDSTREAM_DATA_DIR``, ``FIELDSTREAM_KAFKA``, ``FIELDSTREAM_DB``,
         ``FIELDSTREAM_MAX_FUTURE_SKEW_S``, ``FIELDSTREAM_BATCH_SIZE``,
-        ``FIELDSTREAM_LATENESS_S`` and ``FIELDSTREAM_GEOFENCE_M``."""
+        ``FIELDSTREAM_LATENESS_S``, ``FIELDSTREAM_GEOFENCE_M`` and ``FIELDSTREAM_ROADS``."""
         env = os.environ if env is None else env
         config = cls(data_dir=Path(env.get("FIELDSTREAM_DATA_DIR", DEFAULT_DATA_DIR)))
         if kafka := env.get("FIELDSTREAM_KAFKA"):
@@ -50,6 +52,8 @@ class Config:
             config = replace(config, lateness_ms=int(float(lateness) * 1000))
         if radius := env.get("FIELDSTREAM_GEOFENCE_M"):
             config = replace(config, geofence_m=float(radius))
+        if roads := env.get("FIELDSTREAM_ROADS"):
+            config = replace(config, roads=Path(roads))
         return config
 
     @property

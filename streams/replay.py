@@ -91,6 +91,7 @@ async def replay(
         batch_size=config.batch_size,
         lateness_ms=config.lateness_ms,
         geofence_m=config.geofence_m,
+        roads=config.roads,
     )
     stages = build_stages(target, store, replay_config)
     processed = await run_until_idle(stages, on_progress=on_process)

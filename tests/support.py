@@ -46,7 +46,7 @@ async def read_all(log: Log, topic: str) -> list[Record]:
 
 
 async def process(log: Log, store: StateStore, config: Config) -> list[Stage]:
-    stages = build_stages(log, store, config)
+    stages = build_stages(log, store, config, graph())
     await run_until_idle(stages)
     return stages
 

@@ -49,7 +49,8 @@ def test_replay_reproduces_the_derived_topics_and_never_touches_the_live_data(
     assert summary["work orders"] >= len({r["work_order_id"] for r in simulated_day().truth}) > 20
     after = (live / "log.sqlite3").stat().st_mtime_ns, (live / "state.sqlite3").stat().st_mtime_ns
     assert before == after
-    for topic in ("fs.workorders", "fs.geofence", "fs.by-technician", "fs.dlq"):
+    topics = ("fs.workorders", "fs.geofence", "fs.by-technician", "fs.eta", "fs.alerts", "fs.dlq")
+    for topic in topics:
         assert sorted(_records(into, topic)) == sorted(_records(live, topic)), topic
     # a replay never reuses a directory holding data
     assert main(["replay", "--data-dir", str(live), "--into", str(into)]) == 2

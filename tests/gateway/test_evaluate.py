@@ -118,3 +118,25 @@ def test_scores_forecasts_coverage_and_alerts() -> None:
     assert (a["late_visits"], a["alerts"], a["recall"], a["precision"]) == (1, 2, 1.0, 1.0)
     assert a["median_lead_min"] == 50.0  # window end minus the first alert
     assert a["flap_rate"] == 0.5  # raised, cleared and raised again within 10 minutes
+
+
+def test_eval_eta_prints_the_documented_json(capsys: Any) -> None:
+    import orjson
+
+    from gateway.cli import main
+
+    argv = ["eval-eta", "--scenario", "incidents", "--seed", "3", "--technicians", "8"]
+    assert main([*argv, "--hours", "6", "--format", "json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert (doc["scenario"], doc["seed"]) == ("incidents", 3)
+    assert set(doc["horizons"]) == {"60", "30", "10"}
+    for values in doc["horizons"].values():
+        assert set(values) >= {
+            "engine_mae_min",
+            "crowflies_mae_min",
+            "freeflow_mae_min",
+            "coverage",
+            "median_width_min",
+        }
+    assert set(doc["alerts"]) >= {"recall", "precision", "median_lead_min", "flap_rate"}
+    assert doc["horizons"]["10"]["visits"] > 0

@@ -1,0 +1,98 @@
+"""Online calibration: with a miscalibrated base model (too narrow and biased, or too wide),
+the calibrated windows' coverage converges to the nominal 80 %, bucket by bucket."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from eta_engine.calibration import CalibrationConfig, Calibrator, residual
+
+
+def _feed(
+    cal: Calibrator,
+    rng: np.random.Generator,
+    n: int,
+    *,
+    scale: float,
+    bias: float,
+    horizon_s: float = 1800.0,
+) -> tuple[float, float]:
+    """Stream ``n`` predictions; returns coverage and mean p(late) error of the last half."""
+    hits = []
+    brier_gap = []
+    for i in range(n):
+        mid = 3600.0
+        lo, hi = mid - 600.0, mid + 600.0  # the base model says +-10 min (P10/P90)
+        # The truth is normal around mid + bias with sd scale * (what the base model says).
+        actual = mid + bias + scale * (600.0 / 1.2816) * rng.standard_normal()
+        b = np.array([cal.bucket(horizon_s)])
+        c_lo, _c_mid, c_hi = cal.calibrate(b, np.array([lo]), np.array([mid]), np.array([hi]))
+        end = np.array([mid + 300.0])
+        p_late = cal.prob_after(b, end, (np.array([lo]), np.array([mid]), np.array([hi])))[0]
+        if i >= n // 2:
+            hits.append(c_lo[0] <= actual <= c_hi[0])
+            brier_gap.append(p_late - float(actual > end[0]))
+        r = residual(np.array([actual]), np.array([lo]), np.array([mid]), np.array([hi]), floor=30)
+        cal.record(int(b[0]), float(r[0]))
+    return float(np.mean(hits)), float(np.mean(brier_gap))
+
+
+@pytest.mark.parametrize(("scale", "bias"), [(2.0, 300.0), (0.5, 0.0), (1.5, -400.0)])
+def test_coverage_converges_to_nominal(scale: float, bias: float) -> None:
+    rng = np.random.default_rng(7)
+    cal = Calibrator(CalibrationConfig(capacity=400, prior_weight=30.0))
+    coverage, p_late_bias = _feed(cal, rng, 3000, scale=scale, bias=bias)
+    assert coverage == pytest.approx(0.80, abs=0.03)
+    assert abs(p_late_bias) < 0.04  # the late probability is honest too
+
+
+def test_an_uncalibrated_base_model_would_be_wrong() -> None:
+    # The control: the same truth scored against the base windows misses often.
+    rng = np.random.default_rng(7)
+    actual = 3600.0 + 300.0 + 2.0 * (600.0 / 1.2816) * rng.standard_normal(3000)
+    assert np.mean((actual >= 3000.0) & (actual <= 4200.0)) < 0.6
+
+
+def test_buckets_learn_separately() -> None:
+    rng = np.random.default_rng(3)
+    cal = Calibrator(CalibrationConfig(classes=2))
+    # Class 0 is too narrow, class 1 too wide: each must end up at 80 %.
+    for i in range(4000):
+        kind = i % 2
+        scale = 2.0 if kind == 0 else 0.5
+        actual = scale * (1.0 / 1.2816) * rng.standard_normal()
+        cal.record(cal.bucket(600.0, kind), actual)  # base lo/mid/hi = -1/0/+1
+    for kind in (0, 1):
+        b = np.array([cal.bucket(600.0, kind)])
+        lo, _mid, hi = cal.calibrate(b, np.array([-1.0e3]), np.array([0.0]), np.array([1.0e3]))
+        expected = (2.0 if kind == 0 else 0.5) * 1.0e3
+        assert hi[0] == pytest.approx(expected, rel=0.15)
+        assert lo[0] == pytest.approx(-expected, rel=0.15)
+
+
+def test_cold_start_keeps_the_base_windows() -> None:
+    cal = Calibrator()
+    b = np.array([cal.bucket(900.0)])
+    lo, mid, hi = cal.calibrate(b, np.array([100.0]), np.array([200.0]), np.array([400.0]))
+    assert lo[0] == pytest.approx(100.0, abs=5.0)
+    assert mid[0] == pytest.approx(200.0, abs=5.0)
+    assert hi[0] == pytest.approx(400.0, abs=10.0)
+    p = cal.prob_after(
+        b, np.array([400.0]), (np.array([100.0]), np.array([200.0]), np.array([400.0]))
+    )
+    assert p[0] == pytest.approx(0.10, abs=0.03)
+
+
+def test_snapshot_round_trip() -> None:
+    cal = Calibrator(CalibrationConfig(capacity=5))
+    for v in range(8):  # wraps around the ring buffer
+        cal.record(0, float(v))
+    other = Calibrator(CalibrationConfig(capacity=5))
+    other.restore(orjson.loads(orjson.dumps(cal.snapshot())))
+    assert sorted(other.buffers[0]) == [3.0, 4.0, 5.0, 6.0, 7.0]
+    assert other.residual_quantile(0, 0.9) == cal.residual_quantile(0, 0.9)
+    other.record(0, 8.0)
+    cal.record(0, 8.0)
+    assert other.buffers == cal.buffers

@@ -1,0 +1,258 @@
+"""The engine end to end on a synthetic day: well-formed derived events, determinism (batches,
+snapshots, replays), no look-ahead, privacy, queue chaining and late alerts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from eta_engine.engine import _FLOAT_COLUMNS, _INT_COLUMNS, SOURCE, EtaConfig, EtaEngine, Positions
+from eta_engine.roads import RoadGraph
+from events import kinds as k
+from events.base import Causation, DerivedEvent, Event
+from events.codec import decode, encode
+from tests.eta_engine.conftest import MIN, Stream
+
+
+def _run(graph: RoadGraph, stream: Stream, batch: int = 500, flush: bool = True) -> list[bytes]:
+    engine = EtaEngine(graph)
+    out: list[Event] = []
+    for i in range(0, len(stream), batch):
+        out.extend(engine.apply(stream[i : i + batch]))
+    if flush:
+        out.extend(engine.flush())
+    return [encode(e) for e in out]
+
+
+@pytest.fixture(scope="module")
+def outputs(graph: RoadGraph, day: Stream) -> list[bytes]:
+    return _run(graph, day)
+
+
+def test_derived_events_are_well_formed(day: Stream, outputs: list[bytes]) -> None:
+    inputs = {position.id: (event, position) for event, position in day}
+    events = [decode(raw) for raw in outputs]
+    assert len({e.id for e in events}) == len(events)
+    kinds = {e.type for e in events}
+    assert "EtaUpdated" in kinds
+    for e in events:
+        assert isinstance(e, k.EtaUpdated | k.LateAlertRaised | k.LateAlertCleared)
+        cause, position = inputs[e.causation.id]
+        assert e.causation == position
+        assert e.time == cause.time  # the cause's time, never a clock
+        assert e.source == SOURCE
+        assert e.subject == e.work_order_id
+        if isinstance(e, k.EtaUpdated):
+            assert e.p10 <= e.p50 <= e.p90
+            assert e.id == f"eta-{e.causation.id}-{e.work_order_id}"
+            reasons = {"assigned", "en_route", "moved", "interval", "job_overrun", "rescheduled"}
+            assert e.reason in reasons
+
+
+def test_windows_cover_the_arrivals(day: Stream, outputs: list[bytes]) -> None:
+    arrived = {
+        e.work_order_id: e.arrived_at
+        for e, _ in day
+        if isinstance(e, k.WorkOrderStateChanged) and e.status == "arrived"
+    }
+    checked = 0
+    for wo, at in arrived.items():
+        assert at is not None
+        windows = [
+            e
+            for e in map(decode, outputs)
+            if isinstance(e, k.EtaUpdated) and e.work_order_id == wo and e.time <= at - 10 * MIN
+        ]
+        if not windows:
+            continue  # assigned less than ten minutes before the arrival
+        last = windows[-1]
+        # Ten minutes out the last published window holds the arrival (tap 20 s late).
+        assert last.p10 - 2 * MIN <= at <= last.p90 + 2 * MIN
+        checked += 1
+    assert checked >= 2
+
+
+def test_same_input_same_bytes(graph: RoadGraph, day: Stream, outputs: list[bytes]) -> None:
+    assert _run(graph, day) == outputs
+
+
+@pytest.mark.parametrize("batch", [1, 37, 100_000])
+def test_batch_boundaries_do_not_change_outputs(
+    graph: RoadGraph, day: Stream, outputs: list[bytes], batch: int
+) -> None:
+    assert _run(graph, day, batch=batch) == outputs
+
+
+@pytest.mark.parametrize("cut", [5, 140, 391, 600])
+def test_snapshot_and_restore_mid_stream(
+    graph: RoadGraph, day: Stream, outputs: list[bytes], cut: int
+) -> None:
+    first = EtaEngine(graph)
+    out = [encode(e) for e in first.apply(day[:cut])]
+    state = orjson.loads(orjson.dumps(first.snapshot()))  # it must be plain JSON
+    second = EtaEngine(graph)
+    second.restore(state)
+    out += [encode(e) for e in second.apply(day[cut:])]
+    out += [encode(e) for e in second.flush()]
+    assert out == outputs
+
+
+def test_restore_refuses_an_unknown_format(graph: RoadGraph) -> None:
+    engine = EtaEngine(graph)
+    state = engine.snapshot()
+    state["format"] = 999
+    with pytest.raises(ValueError):
+        engine.restore(state)
+
+
+@pytest.mark.parametrize("cut", [100, 333, 700])
+def test_no_look_ahead(graph: RoadGraph, day: Stream, outputs: list[bytes], cut: int) -> None:
+    # Dropping everything after `cut` leaves what was said before it unchanged.
+    prefix = _run(graph, day[:cut], flush=False)
+    assert outputs[: len(prefix)] == prefix
+    last_time = max(e.time for e, _ in day[:cut])
+    assert all(decode(raw).time <= last_time for raw in prefix)
+
+
+def _latest(outputs: list[Event], wo: str, before: int) -> k.EtaUpdated:
+    found = [
+        e
+        for e in outputs
+        if isinstance(e, k.EtaUpdated) and e.work_order_id == wo and e.time <= before
+    ]
+    return found[-1]
+
+
+def test_an_overrunning_job_moves_every_later_window(
+    graph: RoadGraph, day_factory: Callable[..., Stream]
+) -> None:
+    # Windows early enough that nobody waits for them: the queue is chained by the work.
+    normal = day_factory(durations_min=(50.0, 50.0, 50.0), windows_h=(0.0, 0.5, 1.0))
+    overrun = day_factory(durations_min=(170.0, 50.0, 50.0), windows_h=(0.0, 0.5, 1.0))
+    start = next(
+        e.started_at
+        for e, _ in overrun
+        if isinstance(e, k.WorkOrderStateChanged) and e.work_order_id == "WO-J1"
+        if e.status == "in_progress"
+    )
+    assert start is not None
+    at = start + 100 * MIN  # J1 has taken twice its usual time and is still going
+    runs = []
+    for stream in (normal, overrun):
+        engine = EtaEngine(graph)
+        events = engine.apply([item for item in stream if item[0].time <= at + MIN])
+        runs.append(events)
+    # In the normal day J1 is done by now; compare each later job's last window.
+    for wo in ("WO-J2", "WO-J3"):
+        before = _latest(runs[1], wo, start)
+        after = _latest(runs[1], wo, at)
+        assert after.p50 > before.p50 + 20 * MIN
+        assert after.p10 > before.p10 + 20 * MIN
+    reasons = {e.reason for e in runs[1] if isinstance(e, k.EtaUpdated) and e.time > start}
+    assert "job_overrun" in reasons
+
+
+def test_late_alert_raised_ahead_and_cleared_on_arrival(
+    graph: RoadGraph, day_factory: Callable[..., Stream]
+) -> None:
+    stream = day_factory(late_window=True)
+    engine = EtaEngine(graph)
+    events = engine.apply(stream) + engine.flush()
+    raised = [e for e in events if isinstance(e, k.LateAlertRaised)]
+    cleared = [e for e in events if isinstance(e, k.LateAlertCleared)]
+    assert [e.work_order_id for e in raised] == ["WO-J3"]
+    alert = raised[0]
+    assert alert.time < alert.window_end
+    assert alert.lead_time_s == (alert.window_end - alert.time) // 1000
+    assert alert.lead_time_s > 15 * 60
+    assert alert.probability_late >= EtaConfig().raise_threshold
+    assert alert.p10 <= alert.p50 <= alert.p90
+    assert alert.p50 > alert.window_end
+    assert re.fullmatch(r"New ETA \d\d:\d\d-\d\d:\d\d", alert.message)
+    assert alert.id == f"alert-{alert.causation.id}-WO-J3"
+    # T-2 has the skills, is idle, and can make the window.
+    assert alert.suggested_technician_id == "T-2"
+    assert alert.suggested_p50 is not None and alert.suggested_p50 <= alert.window_end
+    assert [(e.work_order_id, e.reason) for e in cleared] == [("WO-J3", "arrived")]
+    assert cleared[0].time > alert.time
+
+
+def test_the_message_is_in_local_time(graph: RoadGraph, day_factory: Callable[..., Stream]) -> None:
+    stream = day_factory(late_window=True)
+    shifted = EtaEngine(graph, EtaConfig(utc_offset_minutes=0))
+    local = EtaEngine(graph)
+    a = next(e for e in shifted.apply(stream) if isinstance(e, k.LateAlertRaised))
+    b = next(e for e in local.apply(stream) if isinstance(e, k.LateAlertRaised))
+    hours_a = int(a.message[8:10])
+    hours_b = int(b.message[8:10])
+    assert (hours_b - hours_a) % 24 == 1
+
+
+def _ping(n: int, tech: str, at: int, lat: float, lon: float) -> tuple[Event, Causation]:
+    event = k.GpsPinged(
+        id=f"extra-{n}",
+        source="test/app",
+        time=at,
+        subject=tech,
+        technician_id=tech,
+        lat=lat,
+        lon=lon,
+    )
+    return event, Causation(event.id, "fs.gps", 1, 10_000 + n)
+
+
+def test_pings_outside_the_shift_are_not_used(graph: RoadGraph, day: Stream) -> None:
+    end = next(e.time for e, _ in day if isinstance(e, k.ShiftEnded))
+    engine = EtaEngine(graph)
+    engine.apply(day)
+    engine.flush()
+    slot = engine.techs["T-1"].slot
+    assert engine.pos.ping_ms[slot] == -1  # forgotten at the end of the shift
+    late = [_ping(i, "T-1", end + (i + 1) * MIN, 42.51, 1.53) for i in range(5)]
+    out = engine.apply(late) + engine.flush()
+    assert out == []
+    assert engine.pos.ping_ms[slot] == -1
+    assert engine.techs["T-1"].seen_ms == -1
+
+
+def test_an_out_of_order_ping_is_not_a_position(graph: RoadGraph, day: Stream) -> None:
+    cut = 200
+    engine = EtaEngine(graph)
+    engine.apply(day[:cut])
+    newest = max(e.time for e, _ in day[:cut] if isinstance(e, k.GpsPinged))
+    stale = _ping(1, "T-1", newest - 5 * MIN, 42.60, 1.60)  # far away, five minutes old
+    out = engine.apply([stale, *day[cut:]]) + engine.flush()
+    assert all(isinstance(e, DerivedEvent) and e.causation.id != "extra-1" for e in out)
+    reference = EtaEngine(graph)
+    expected = reference.apply(day) + reference.flush()
+    assert [encode(e) for e in expected][-20:] == [encode(e) for e in out][-20:]
+
+
+def test_positions_grow_and_round_trip() -> None:
+    pos = Positions(capacity=4)
+    rows = [pos.add() for _ in range(10)]  # grows twice
+    assert rows == list(range(10))
+    for name in _INT_COLUMNS + _FLOAT_COLUMNS:
+        assert len(getattr(pos, name)) == pos.capacity >= 10
+    pos.edge[7], pos.x[7], pos.drive_free[9] = 123, 4.5, 6.0
+    pos.forget(9)
+    other = Positions()
+    other.restore(orjson.loads(orjson.dumps(pos.snapshot())))
+    assert other.n == 10
+    assert other.edge[7] == 123 and other.x[7] == 4.5
+    assert other.drive_free[9] != other.drive_free[9]  # NaN: forgotten
+
+
+def test_finished_orders_are_forgotten(graph: RoadGraph, day: Stream) -> None:
+    engine = EtaEngine(graph)
+    engine.apply(day)
+    assert "WO-J3" in engine.jobs  # finished at noon, the day's pings run to 16:00
+    assert "WO-J1" not in engine.jobs  # finished before 10:00: more than six hours ago
+    later = max(e.time for e, _ in day) + 7 * 3_600_000
+    engine.apply(
+        [_ping(1, "T-2", later, 42.5451, 1.5147), _ping(2, "T-2", later + 61_000, 42.5451, 1.5147)]
+    )
+    assert not {"WO-J1", "WO-J2", "WO-J3"} & set(engine.jobs)

@@ -1,0 +1,121 @@
+"""Chained arrival windows: the job on hand, waiting for a window, and how an overrun moves
+every later job at once."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from eta_engine.windows import (
+    ARRIVED,
+    EN_ROUTE,
+    QUEUED,
+    WORKING,
+    ChainParams,
+    Chains,
+    conditional_lognormal,
+    latin_normals,
+    quantiles,
+    simulate_arrivals,
+)
+
+PARAMS = ChainParams(setup=(math.log(180), 0.5), turnaround=(math.log(240), 0.5), lead=(300, 60))
+Z = latin_normals(6, 256, seed=1)
+LEVELS = (0.1, 0.5, 0.9)
+
+
+def _job(chains: Chains, i: int, k: int, kind: int, **values: float) -> None:
+    chains.kind[i, k] = kind
+    chains.mu[i, k] = math.log(3600)
+    chains.sigma[i, k] = 0.3
+    chains.window_start_s[i, k] = -3600.0
+    for name, value in values.items():
+        getattr(chains, name)[i, k] = value
+
+
+def test_draws_are_standard_normal_and_reproducible() -> None:
+    again = latin_normals(6, 256, seed=1)
+    np.testing.assert_array_equal(Z, again)
+    assert abs(Z.mean()) < 0.02
+    assert Z.std() == pytest.approx(1.0, abs=0.03)
+    assert not np.array_equal(Z, latin_normals(6, 256, seed=2))
+
+
+def test_conditional_lognormal_respects_the_time_spent() -> None:
+    z = Z[0, 0]
+    mu, sigma = np.array([math.log(3600.0)]), np.array([0.4])
+    ends = [conditional_lognormal(mu, sigma, np.array([e]), z) for e in (0.0, 3600.0, 9000.0)]
+    for e, draws in zip((0.0, 3600.0, 9000.0), ends, strict=True):
+        assert np.all(draws >= e)
+    medians = [float(np.median(d)) for d in ends]
+    assert medians[0] < medians[1] < medians[2]
+    # Far past its usual length a job still has a remaining time of its own.
+    assert medians[2] - 9000.0 > 60.0
+
+
+def test_en_route_arrival_is_the_remaining_drive() -> None:
+    chains = Chains.empty(1, 1)
+    _job(chains, 0, 0, EN_ROUTE, travel_s=600.0, free_s=500.0)
+    q = quantiles(simulate_arrivals(chains, PARAMS, Z), LEVELS)[:, 0, 0]
+    assert q[1] == pytest.approx(600.0, rel=0.03)
+    assert q[0] < 600.0 < q[2]
+
+
+def test_an_early_technician_waits_for_the_window() -> None:
+    chains = Chains.empty(1, 1)
+    # Free now, a 10-minute drive, the window opens in 3 hours: set off at 3h - lead - 10 min.
+    _job(chains, 0, 0, QUEUED, travel_s=600.0, free_s=600.0, window_start_s=3 * 3600.0)
+    q = quantiles(simulate_arrivals(chains, PARAMS, Z), LEVELS)[:, 0, 0]
+    assert q[1] == pytest.approx(3 * 3600.0 - 300.0, abs=60.0)
+
+
+def test_queue_is_chained_through_work_and_travel() -> None:
+    chains = Chains.empty(1, 3)
+    _job(chains, 0, 0, WORKING, anchor_s=-600.0)  # started 10 min ago, ~1 h job
+    _job(chains, 0, 1, QUEUED, travel_s=900.0, free_s=800.0)
+    _job(chains, 0, 2, QUEUED, travel_s=1200.0, free_s=1000.0)
+    arrivals = simulate_arrivals(chains, PARAMS, Z)
+    assert np.all(np.isnan(arrivals[0, 0]))  # the job on hand has arrived already
+    q = quantiles(arrivals, LEVELS)[:, 0, :]
+    # Job 1: ~50 min of work left + turnaround + 15 min drive; job 2: + setup + 1 h + ...
+    assert 3600.0 < q[1, 1] < 5400.0
+    assert q[1, 2] > q[1, 1] + 3600.0
+    # Uncertainty accumulates down the queue.
+    assert q[2, 2] - q[0, 2] > q[2, 1] - q[0, 1]
+
+
+def test_an_overrun_moves_every_later_window() -> None:
+    # The same job seen twice: 50 min in (about done), then 70 min later, still going.
+    chains = Chains.empty(2, 4)
+    later = 4200.0
+    for i, started in enumerate((-3000.0, -3000.0 - later)):
+        _job(chains, i, 0, WORKING, anchor_s=started)
+        for k in (1, 2, 3):
+            _job(chains, i, k, QUEUED, travel_s=600.0, free_s=600.0)
+    q = quantiles(simulate_arrivals(chains, PARAMS, Z), LEVELS)
+    on_time = q[:, 0, 1:]
+    overrun = q[:, 1, 1:] + later  # back to the first look's clock
+    assert np.all(overrun[1] > on_time[1] + 1800.0)  # every p50 moves, by the overrun...
+    assert np.all(overrun[0] > on_time[0] + 1800.0)  # ...and every p10
+    shift = overrun[1] - on_time[1]
+    assert np.ptp(shift) < 600.0  # all together: the queue moves as one
+
+
+def test_arrived_and_padding() -> None:
+    chains = Chains.empty(2, 2)
+    _job(chains, 0, 0, ARRIVED, anchor_s=-60.0)
+    _job(chains, 0, 1, QUEUED, travel_s=300.0, free_s=300.0)
+    arrivals = simulate_arrivals(chains, PARAMS, Z)
+    assert np.all(np.isnan(arrivals[1]))  # an all-PAD row reports nothing
+    q = quantiles(arrivals, LEVELS)[:, 0, 1]
+    assert q[1] > 3600.0  # setup, an hour's work, turnaround, the drive
+
+
+def test_before_the_shift_nobody_leaves() -> None:
+    chains = Chains.empty(1, 1)
+    _job(chains, 0, 0, QUEUED, travel_s=600.0, free_s=600.0, window_start_s=0.0)
+    chains.start_s[0] = 1800.0  # the shift starts in half an hour
+    q = quantiles(simulate_arrivals(chains, PARAMS, Z), LEVELS)[:, 0, 0]
+    assert q[0] > 1800.0 + 600.0
