@@ -12,8 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
+DEMO_DIR := fieldstream-data/demo
+
+# The demo starts from an empty directory of its own each time (a second run would otherwise
+# ingest the same simulated day again).
 demo: $(STAMP)
-	$(BIN)/fieldstream demo
+	rm -rf $(DEMO_DIR)
+	$(BIN)/fieldstream demo --data-dir $(DEMO_DIR)
 
 test: $(STAMP) lint typecheck unit
 
