@@ -516,6 +516,11 @@ def cmd_simulate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    if not config.kafka and (config.data_dir / "log.sqlite3").exists():
+        raise CliError(
+            f"{config.data_dir} already holds a log; the demo writes a whole simulated day, so "
+            "give it a new directory with --data-dir (make demo uses fieldstream-data/demo)"
+        )
     show = args.format == "table"
     sim = run_simulation(args, show)
     report = asyncio.run(simulate_into_log(config, sim, Clock.parse(args.clock), show))

@@ -125,3 +125,16 @@ def test_ingest_into_kafka(
     rows = {r["topic"]: r for r in orjson.loads(capsys.readouterr().out)["rows"]}
     assert rows["fs.dlq"]["records"] >= 1
     assert rows["fs.gps"]["records"] >= 1
+
+
+def test_demo_runs_the_day_and_refuses_a_used_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "demo"
+    argv = ["demo", "--technicians", "4", "--hours", "4", "--data-dir", str(data)]
+    assert main([*argv, "--format", "json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["rejected at ingest"] == doc["rejected by the pipeline"] == 0
+    assert {r["topic"] for r in doc["rows"]} >= {"fs.gps", "fs.workorders", "fs.eta"}
+    assert main(argv) == 2
+    assert "already holds a log" in capsys.readouterr().err
