@@ -241,20 +241,33 @@ class StateStore(abc.ABC):
         return out
 
     @abc.abstractmethod
+    def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a read-only statement (``{p}`` stands for the table prefix, ``?`` for a
+        parameter) and return its rows as tuples."""
+
     def all_facts(self, kind: str) -> Iterator[Fact]:
         """Every fact of ``kind``, grouped by aggregate, each aggregate's in version order."""
+        rows = self._query(
+            f"SELECT originator_id, originator_version, topic, state FROM {{p}}{kind}_facts "
+            "ORDER BY originator_id, originator_version"
+        )
+        return self._decode_rows(rows)
 
-    @abc.abstractmethod
     def aggregate_ids(self, kind: str) -> list[str]:
         """The ids of every stored aggregate of ``kind``, sorted."""
+        rows = self._query(f"SELECT DISTINCT originator_id FROM {{p}}{kind}_facts ORDER BY 1")
+        return [r[0] for r in rows]
 
-    @abc.abstractmethod
     def load_stage(self, stage: str) -> StageState:
         """What a stage committed last (empty for a new stage)."""
+        return _stage_state({name: self._query(q, (stage,)) for name, q in _STAGE_QUERIES.items()})
 
-    @abc.abstractmethod
     def batches(self, stage: str) -> list[tuple[int, dict[str, tuple[int, int]]]]:
         """The stage's batches in order, each with the input ranges it consumed."""
+        rows = self._query(
+            "SELECT batch, inputs FROM {p}fs_batches WHERE stage = ? ORDER BY batch", (stage,)
+        )
+        return [(b, {k: (v[0], v[1]) for k, v in orjson.loads(i).items()}) for b, i in rows]
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -334,26 +347,6 @@ class SqliteStateStore(StateStore):
         with self._datastore.transaction(commit=False) as c:
             c.execute(self._dialect.sql(statement), params)
             return [tuple(row) for row in c.fetchall()]
-
-    def all_facts(self, kind: str) -> Iterator[Fact]:
-        rows = self._query(
-            f"SELECT originator_id, originator_version, topic, state FROM {kind}_facts "
-            "ORDER BY originator_id, originator_version"
-        )
-        return self._decode_rows(rows)
-
-    def aggregate_ids(self, kind: str) -> list[str]:
-        rows = self._query(f"SELECT DISTINCT originator_id FROM {kind}_facts ORDER BY 1")
-        return [r[0] for r in rows]
-
-    def load_stage(self, stage: str) -> StageState:
-        return _stage_state({name: self._query(q, (stage,)) for name, q in _STAGE_QUERIES.items()})
-
-    def batches(self, stage: str) -> list[tuple[int, dict[str, tuple[int, int]]]]:
-        rows = self._query(
-            "SELECT batch, inputs FROM {p}fs_batches WHERE stage = ? ORDER BY batch", (stage,)
-        )
-        return [(b, {k: (v[0], v[1]) for k, v in orjson.loads(i).items()}) for b, i in rows]
 
     def close(self) -> None:
         self._datastore.close()
@@ -446,26 +439,6 @@ class PostgresStateStore(StateStore):
         with self._datastore.transaction(commit=False) as curs:
             curs.execute(self._dialect.sql(statement), params)
             return [tuple(row.values()) for row in curs.fetchall()]
-
-    def all_facts(self, kind: str) -> Iterator[Fact]:
-        rows = self._query(
-            f"SELECT originator_id, originator_version, topic, state FROM {{p}}{kind}_facts "
-            "ORDER BY originator_id, originator_version"
-        )
-        return self._decode_rows(rows)
-
-    def aggregate_ids(self, kind: str) -> list[str]:
-        rows = self._query(f"SELECT DISTINCT originator_id FROM {{p}}{kind}_facts ORDER BY 1")
-        return [r[0] for r in rows]
-
-    def load_stage(self, stage: str) -> StageState:
-        return _stage_state({name: self._query(q, (stage,)) for name, q in _STAGE_QUERIES.items()})
-
-    def batches(self, stage: str) -> list[tuple[int, dict[str, tuple[int, int]]]]:
-        rows = self._query(
-            "SELECT batch, inputs FROM {p}fs_batches WHERE stage = ? ORDER BY batch", (stage,)
-        )
-        return [(b, {k: (v[0], v[1]) for k, v in orjson.loads(i).items()}) for b, i in rows]
 
     def close(self) -> None:
         self._datastore.close()
