@@ -47,7 +47,7 @@ class CalibrationConfig:
 
     levels: tuple[float, float, float] = (0.1, 0.5, 0.9)
     classes: int = 1
-    horizon_edges_min: tuple[float, ...] = (10.0, 20.0, 40.0, 75.0, 120.0, 180.0)
+    horizon_edges_min: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0, 75.0, 120.0, 180.0)
     capacity: int = 400
     prior_weight: float = 30.0
     prior_points: int = 40

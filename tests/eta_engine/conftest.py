@@ -164,11 +164,13 @@ def make_day(
     slow: float = 1.3,
     ping_s: int = 10,
     late_window: bool = False,
+    planned_end_h: float = 9.0,
 ) -> Stream:
     """A synthetic day for T-1 (three jobs) and T-2 (idle); see the module docstring.
 
     ``late_window`` makes J3's window end half an hour after J1 starts, so J3 is bound to be
-    late and a late alert is due while T-1 is still on J1.
+    late and a late alert is due while T-1 is still on J1. ``planned_end_h``: when the shifts
+    are planned to end, in hours after 08:00.
     """
     b = DayBuilder(graph)
     node = {name: graph.nearest_node(*latlon)[0] for name, latlon in SITES.items()}
@@ -196,7 +198,7 @@ def make_day(
                 subject=tech,
                 technician_id=tech,
                 van_stock={"filter": 2},
-                planned_end=T0 + 9 * HOUR,
+                planned_end=T0 + round(planned_end_h * HOUR),
             )
         )
     orders = []

@@ -14,7 +14,7 @@ from eta_engine.roads import RoadGraph
 from events import kinds as k
 from events.base import Causation, DerivedEvent, Event
 from events.codec import decode, encode
-from tests.eta_engine.conftest import MIN, Stream
+from tests.eta_engine.conftest import MIN, T0, Stream
 
 
 def _run(graph: RoadGraph, stream: Stream, batch: int = 500, flush: bool = True) -> list[bytes]:
@@ -180,6 +180,18 @@ def test_late_alert_raised_ahead_and_cleared_on_arrival(
     assert cleared[0].time > alert.time
 
 
+def test_no_delay_notice_for_work_the_shift_cannot_fit(
+    graph: RoadGraph, day_factory: Callable[..., Stream]
+) -> None:
+    # The shifts end at 10:00: J3 (after two jobs of about an hour) will be moved to another
+    # day by dispatch, so its certain lateness is not announced as a new ETA.
+    stream = day_factory(late_window=True, planned_end_h=2.0)
+    engine = EtaEngine(graph)
+    events = engine.apply(stream) + engine.flush()
+    assert not [e for e in events if isinstance(e, k.LateAlertRaised)]
+    assert any(isinstance(e, k.EtaUpdated) and e.work_order_id == "WO-J3" for e in events)
+
+
 def test_the_message_is_in_local_time(graph: RoadGraph, day_factory: Callable[..., Stream]) -> None:
     stream = day_factory(late_window=True)
     shifted = EtaEngine(graph, EtaConfig(utc_offset_minutes=0))
@@ -256,3 +268,53 @@ def test_finished_orders_are_forgotten(graph: RoadGraph, day: Stream) -> None:
         [_ping(1, "T-2", later, 42.5451, 1.5147), _ping(2, "T-2", later + 61_000, 42.5451, 1.5147)]
     )
     assert not {"WO-J1", "WO-J2", "WO-J3"} & set(engine.jobs)
+
+
+def _assigned(wo: str, at: int, position: int | None, window_h: float) -> tuple[Event, Causation]:
+    event = k.WorkOrderStateChanged(
+        id=f"as-{wo}-{at}",
+        source="test/aggregates",
+        time=at,
+        subject=wo,
+        causation=Causation(f"in-{wo}-{at}", "fs.dispatch", 0, 0),
+        work_order_id=wo,
+        status="assigned",
+        previous_status="booked",
+        trigger="TechnicianAssigned",
+        technician_id="T-9",
+        previous_technician_id=None,
+        visit=1,
+        customer_id="C-1",
+        site_lat=42.5078,
+        site_lon=1.5211,
+        region="Andorra la Vella",
+        job_type="leak_repair",
+        priority="normal",
+        window_start=T0 + round(window_h * 3_600_000),
+        window_end=T0 + round((window_h + 2) * 3_600_000),
+        queue_position=position,
+        assigned_at=at,
+    )
+    return event, Causation(event.id, "fs.by-technician", 0, at)
+
+
+def test_a_plan_is_queued_by_position_whatever_order_it_arrives_in(graph: RoadGraph) -> None:
+    plan = [_assigned(f"WO-{p}", T0 - 15 * MIN, p, p * 1.5) for p in range(5)]
+    for order in ([0, 1, 2, 3, 4], [2, 0, 4, 1, 3], [4, 3, 2, 1, 0]):
+        engine = EtaEngine(graph)
+        engine.apply([plan[i] for i in order])
+        assert engine.techs["T-9"].queue == ["WO-0", "WO-1", "WO-2", "WO-3", "WO-4"]
+    # Later: an urgent job at the front, then one put second (the queue as it is then).
+    engine.apply([_assigned("WO-urgent", T0 + 30 * MIN, 0, 0.5)])
+    engine.apply([_assigned("WO-revisit", T0 + 40 * MIN, 1, 2.0)])
+    engine.apply([_assigned("WO-by-window", T0 + 50 * MIN, None, 3.5)])
+    assert engine.techs["T-9"].queue == [
+        "WO-urgent",
+        "WO-revisit",
+        "WO-0",
+        "WO-1",
+        "WO-2",
+        "WO-by-window",
+        "WO-3",
+        "WO-4",
+    ]
