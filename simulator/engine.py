@@ -874,10 +874,8 @@ class _Run:
         if tech is not None:
             self._assign(tech, order, assign_at, 0)
 
-    def _on_cancel(self, at: int, j: int, _token: int) -> None:
-        order = self.orders[j]
-        if order.status != "queued":
-            return
+    def _contact(self, order: Order, at: int, reason: str) -> None:
+        """The customer gets in touch about ``order`` (by phone, SMS or the web)."""
         self.emit(
             k.CustomerContacted,
             at,
@@ -886,8 +884,14 @@ class _Run:
             work_order_id=order.id,
             customer_id=order.customer_id,
             channel=("phone", "sms", "web")[int(self.rng.integers(3))],
-            reason="cancel",
+            reason=reason,
         )
+
+    def _on_cancel(self, at: int, j: int, _token: int) -> None:
+        order = self.orders[j]
+        if order.status != "queued":
+            return
+        self._contact(order, at, "cancel")
         reasons = ("no longer needed", "fixed it myself", "found another provider", "not at home")
         self.emit(
             k.WorkOrderCancelled,
@@ -905,16 +909,7 @@ class _Run:
         order = self.orders[j]
         if order.status != "queued":
             return
-        self.emit(
-            k.CustomerContacted,
-            at,
-            CRM,
-            order.id,
-            work_order_id=order.id,
-            customer_id=order.customer_id,
-            channel=("phone", "sms", "web")[int(self.rng.integers(3))],
-            reason="reschedule",
-        )
+        self._contact(order, at, "reschedule")
         window = order.window_end - order.window_start
         start = _ceil_to(
             max(order.window_start + 2 * HOUR_MS, at + 90 * MINUTE_MS),
