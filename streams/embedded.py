@@ -50,16 +50,13 @@ CREATE TABLE IF NOT EXISTS partitions (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic_id, partition)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS records (
-    topic_id INTEGER NOT NULL,
-    partition INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS log_records (
+    pos INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,
     key BLOB,
     value BLOB NOT NULL,
-    headers BLOB,
-    PRIMARY KEY (topic_id, partition, offset)
-) WITHOUT ROWID;
+    headers BLOB
+);
 CREATE TABLE IF NOT EXISTS group_offsets (
     grp TEXT NOT NULL,
     topic TEXT NOT NULL,
@@ -68,6 +65,44 @@ CREATE TABLE IF NOT EXISTS group_offsets (
     PRIMARY KEY (grp, topic, partition)
 ) WITHOUT ROWID;
 """
+
+
+_OFFSET_BITS = 34
+_PARTITION_BITS = 10
+MAX_PARTITIONS = 1 << _PARTITION_BITS
+
+
+def _pos(topic_id: int, partition: int, offset: int = 0) -> int:
+    """A record's row key: topic, partition and offset packed into SQLite's 64-bit rowid.
+
+    Keying the table by position keeps its B-tree interior pages to bare integers (a WITHOUT
+    ROWID table copies whole rows, values included, into them) and makes reading a partition
+    from an offset one range scan of the table itself, with no separate index.
+    """
+    return (topic_id << (_OFFSET_BITS + _PARTITION_BITS)) | (partition << _OFFSET_BITS) | offset
+
+
+_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Move the records of a log written by an earlier version (a ``records`` table keyed by
+    topic, partition and offset) into the position-keyed table, in one transaction."""
+    old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'")
+    if old.fetchone() is None:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "INSERT INTO log_records (pos, ts, key, value, headers) "
+            f"SELECT (topic_id << {_OFFSET_BITS + _PARTITION_BITS}) | (partition << {_OFFSET_BITS})"
+            " | offset, ts, key, value, headers FROM records"
+        )
+        db.execute("DROP TABLE records")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _pack_headers(headers: Headers) -> bytes | None:
@@ -109,6 +144,7 @@ class EmbeddedLog(Log):
         db.execute("PRAGMA busy_timeout=30000")
         db.execute("PRAGMA cache_size=-65536")
         db.executescript(_SCHEMA)
+        _migrate(db)
         return cls(db, path)
 
     # -- topics --------------------------------------------------------------------------------
@@ -129,8 +165,11 @@ class EmbeddedLog(Log):
         db.execute("BEGIN IMMEDIATE")
         try:
             for spec in specs:
-                if spec.partitions < 1:
-                    raise ValueError(f"{spec.name}: a topic needs at least one partition")
+                if not 1 <= spec.partitions <= MAX_PARTITIONS:
+                    raise ValueError(
+                        f"{spec.name}: a topic takes 1 to {MAX_PARTITIONS} partitions here, "
+                        f"not {spec.partitions}"
+                    )
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO topics (name, partitions, compacted, retention_ms) "
                     "VALUES (?, ?, ?, ?)",
@@ -187,9 +226,7 @@ class EmbeddedLog(Log):
                 positions.append((tp[1], offset))
                 rows.append(
                     (
-                        tp[0],
-                        tp[1],
-                        offset,
+                        _pos(tp[0], tp[1], offset),
                         now if r.timestamp_ms is None else r.timestamp_ms,
                         r.key,
                         r.value,
@@ -197,8 +234,7 @@ class EmbeddedLog(Log):
                     )
                 )
             db.executemany(
-                "INSERT INTO records (topic_id, partition, offset, ts, key, value, headers) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO log_records (pos, ts, key, value, headers) VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
             db.executemany(
@@ -217,24 +253,34 @@ class EmbeddedLog(Log):
         self, topic: str, partition: int, offset: int, max_records: int = 10_000
     ) -> list[Record]:
         topic_id, _ = self._topic(topic)
+        base = _pos(topic_id, partition)
         rows = self._db.execute(
-            "SELECT offset, ts, key, value, headers FROM records "
-            "WHERE topic_id = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
-            (topic_id, partition, offset, max_records),
+            "SELECT pos, ts, key, value, headers FROM log_records "
+            "WHERE pos >= ? AND pos < ? ORDER BY pos LIMIT ?",
+            (base + offset, base + _OFFSET_MASK + 1, max_records),
         ).fetchall()
         return [
-            Record(topic, partition, o, ts, key, value, _unpack_headers(headers) if headers else ())
-            for o, ts, key, value, headers in rows
+            Record(
+                topic,
+                partition,
+                pos & _OFFSET_MASK,
+                ts,
+                key,
+                value,
+                _unpack_headers(headers) if headers else (),
+            )
+            for pos, ts, key, value, headers in rows
         ]
 
     async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
         topic_id, _ = self._topic(topic)
+        base = _pos(topic_id, partition)
         row = self._db.execute(
-            "SELECT min(offset) FROM records WHERE topic_id = ? AND partition = ? AND ts >= ?",
-            (topic_id, partition, timestamp_ms),
+            "SELECT min(pos) FROM log_records WHERE pos >= ? AND pos < ? AND ts >= ?",
+            (base, base + _OFFSET_MASK + 1, timestamp_ms),
         ).fetchone()
         if row[0] is not None:
-            return int(row[0])
+            return int(row[0]) & _OFFSET_MASK
         return (await self.end_offsets(topic))[partition]
 
     async def end_offsets(self, topic: str) -> dict[int, int]:

@@ -219,14 +219,13 @@ class Stage:
         result = self.processor.process(records)
         if result.outputs:
             await self.log.append(result.outputs)
+        # Each chunk is one partition's records in offset order: its ends give the range.
         ranges: dict[str, tuple[int, int]] = {}
         new_positions = dict(self._positions)
-        for r in records:
-            tp = (r.topic, r.partition)
-            new_positions[tp] = max(new_positions[tp], r.offset + 1)
-            name = f"{r.topic}/{r.partition}"
-            first = ranges.get(name, (r.offset, r.offset + 1))[0]
-            ranges[name] = (min(first, r.offset), max(ranges.get(name, (0, 0))[1], r.offset + 1))
+        for chunk in chunks:
+            head, last = chunk[0], chunk[-1]
+            new_positions[(head.topic, head.partition)] = last.offset + 1
+            ranges[f"{head.topic}/{head.partition}"] = (head.offset, last.offset + 1)
         self._batch += 1
         commit = StageCommit(
             stage=self.name,

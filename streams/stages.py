@@ -174,6 +174,8 @@ class _Base:
             self._result.count("parked")
 
     def _expire(self) -> None:
+        if not self.parking.by_aggregate:
+            return
         for _, parked in self.parking.expired(self.stream_time):
             self._result.parked_remove.append(parked.event.id)
             self._result.dead_letter(parked.record, parked.rule, parked.message, self.name, "type")
@@ -387,6 +389,10 @@ class FleetProcessor(_Base):
         super().__init__(lateness_ms)
         self.geofence_m = geofence_m
         self.technicians: dict[str, Technician] = {}
+        self._watched: set[str] = set()
+        """Technicians whose pings the geofence must look at: en route, or leaving a site."""
+        self._pings = 0
+        self._off_shift = 0
 
     def restore(self, store: StateStore, state: StageState) -> None:
         for fact in store.all_facts(self.aggregate_kind):
@@ -395,11 +401,20 @@ class FleetProcessor(_Base):
         for tid, (t, lat, lon, speed, heading) in state.positions.items():
             if tid in self.technicians:
                 self.technicians[tid].position = Position(t, lat, lon, speed, heading)
+        for tid, tech in self.technicians.items():
+            self._watch(tid, tech)
         self._restore_parked(state)
+
+    def _watch(self, tid: str, tech: Technician) -> None:
+        if tech.leaving is not None or any(j.status == "en_route" for j in tech.jobs.values()):
+            self._watched.add(tid)
+        else:
+            self._watched.discard(tid)
 
     def process(self, records: Sequence[Record]) -> StageResult:
         self._result = result = StageResult()
         latest: dict[str, Record] = {}
+        self._pings = self._off_shift = 0
         for record in records:
             if record.topic == "fs.gps":
                 self._ping(record, latest)
@@ -408,6 +423,10 @@ class FleetProcessor(_Base):
                 if event is not None and not self._too_late(record, event):
                     self._handle(event, record)
             self._expire()
+        if self._pings:
+            result.count("pings", self._pings)
+        if self._off_shift:
+            result.count("pings_off_shift", self._off_shift)  # privacy: never stored, never shown
         # Only each technician's newest fix of the batch moves its position: decode just those.
         for tid in sorted(latest):
             record = latest[tid]
@@ -449,20 +468,20 @@ class FleetProcessor(_Base):
             )
             return
         self.stream_time = max(self.stream_time, at)
-        tid = record_key(record)
+        tid = _KEYS.get(record.key) or _key_text(record.key)
         tech = self.technicians.get(tid)
         if (
             tech is None
             or not tech.on_shift
             or (tech.shift_started_at is not None and at < tech.shift_started_at)
         ):
-            result.count("pings_off_shift")  # privacy: never stored, never shown
+            self._off_shift += 1
             return
-        result.count("pings")
+        self._pings += 1
         previous = latest.get(tid)
         if previous is None or at >= previous.timestamp_ms:
             latest[tid] = record
-        if tech.leaving is None and not any(j.status == "en_route" for j in tech.jobs.values()):
+        if tid not in self._watched:
             return
         try:
             data = orjson.loads(record.value)["data"]
@@ -519,6 +538,7 @@ class FleetProcessor(_Base):
         fact = fact_of(event, tid, version)
         tech = tech_agg.evolve(tech, fact, event)
         self.technicians[tid] = tech
+        self._watch(tid, tech)
         self._result.facts.append(fact)
         self._result.count("applied")
         return tech
@@ -584,6 +604,17 @@ class FleetProcessor(_Base):
 def record_key(record: Record) -> str:
     """A record's key as text (the technician for fs.by-technician)."""
     return record.key.decode() if record.key is not None else ""
+
+
+_KEYS: dict[bytes, str] = {}
+"""Keys already decoded: technician ids repeat on every ping."""
+
+
+def _key_text(key: bytes) -> str:
+    text = key.decode()
+    if len(_KEYS) < 1 << 16:
+        _KEYS[key] = text
+    return text
 
 
 ProcessorFactory = Callable[[], "WorkOrderProcessor | FleetProcessor"]

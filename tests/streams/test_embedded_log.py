@@ -149,3 +149,43 @@ def test_a_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
         await log.close()
 
     asyncio.run(main())
+
+
+def test_a_log_written_in_the_earlier_layout_is_migrated_intact(tmp_path: Path) -> None:
+    """Data directories from before the position-keyed table open with every record kept."""
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "log.sqlite3")
+    db.executescript(
+        """
+        CREATE TABLE topics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+            partitions INTEGER NOT NULL, compacted INTEGER NOT NULL DEFAULT 0,
+            retention_ms INTEGER);
+        CREATE TABLE partitions (topic_id INTEGER NOT NULL, partition INTEGER NOT NULL,
+            next_offset INTEGER NOT NULL, PRIMARY KEY (topic_id, partition)) WITHOUT ROWID;
+        CREATE TABLE records (topic_id INTEGER NOT NULL, partition INTEGER NOT NULL,
+            offset INTEGER NOT NULL, ts INTEGER NOT NULL, key BLOB, value BLOB NOT NULL,
+            headers BLOB, PRIMARY KEY (topic_id, partition, offset)) WITHOUT ROWID;
+        INSERT INTO topics VALUES (1, 'fs.a', 2, 0, NULL), (2, 'fs.b', 1, 0, NULL);
+        INSERT INTO partitions VALUES (1, 0, 2), (1, 1, 1), (2, 0, 1);
+        INSERT INTO records VALUES (1, 0, 0, 10, X'6B', X'7631', NULL),
+            (1, 0, 1, 20, X'6B', X'7632', NULL), (1, 1, 0, 15, NULL, X'7633', NULL),
+            (2, 0, 0, 30, X'6B', X'7634', '[["h","x"]]');
+        """
+    )
+    db.commit()
+    db.close()
+
+    async def go() -> None:
+        log = EmbeddedLog.open(tmp_path)
+        a0 = await log.read("fs.a", 0, 0)
+        assert [(r.offset, r.timestamp_ms, r.value) for r in a0] == [(0, 10, b"v1"), (1, 20, b"v2")]
+        assert [(r.offset, r.value) for r in await log.read("fs.a", 1, 0)] == [(0, b"v3")]
+        (b,) = await log.read("fs.b", 0, 0)
+        assert (b.value, b.headers) == (b"v4", (("h", b"x"),))
+        assert await log.offset_for_time("fs.a", 0, 15) == 1
+        assert await log.append([OutRecord("fs.a", b"v5", partition=0)]) == [(0, 2)]
+        assert [r.value for r in await log.read("fs.a", 0, 1)] == [b"v2", b"v5"]
+        await log.close()
+
+    asyncio.run(go())
