@@ -5,7 +5,9 @@ Run by hand:  .venv/bin/python benchmarks/bench_pipeline.py [--technicians N]
 1. A simulated day (about 95% GPS pings) is ingested into a fresh embedded log (not timed).
 2. Timed: the workorders and fleet stages process the whole log from scratch (decode, decide,
    persist facts and offsets per batch with the eventsourcing library on SQLite, publish
-   derived events). Reported as input records per second.
+   derived events). Reported as events of the mix per second (each input event once, however
+   many stages and internal topics it passes through), and as records handled per second
+   (the input events plus the internal re-keyed records the fleet stage reads).
 3. Timed: the same stages over the non-ping events alone.
 4. Timed, in the same run, the anchor: the same non-ping events applied the naive way with the
    eventsourcing library: for each event, repository.get (or create), one method call, save.
@@ -108,16 +110,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         n, s = asyncio.run(stages_over(lines, root / "mix"))
-        mix_rate = n / s
+        mix_rate = len(lines) / s
         print(
-            f"aggregate stages, mix        {n:>10,} records  {s:7.2f} s  "
-            f"{mix_rate:>10,.0f} events/s"
+            f"aggregate stages, mix        {len(lines):>10,} events   {s:7.2f} s  "
+            f"{mix_rate:>10,.0f} events/s  ({n / s:,.0f} records/s)"
             f"   target >= 200,000/s: {'ok' if mix_rate >= 200_000 else 'MISSED'}"
         )
         n2, s2 = asyncio.run(stages_over(non_ping, root / "nonping"))
-        ours = n2 / s2
+        ours = len(non_ping) / s2
         print(
-            f"aggregate stages, non-ping   {n2:>10,} records  {s2:7.2f} s  {ours:>10,.0f} events/s"
+            f"aggregate stages, non-ping   {len(non_ping):>10,} events   {s2:7.2f} s  "
+            f"{ours:>10,.0f} events/s  ({n2 / s2:,.0f} records/s)"
         )
         events = [decode(raw) for _, raw in non_ping]
         s3 = naive(events, root / "naive.sqlite3")
