@@ -7,8 +7,11 @@ and the snapshots of every job assigned to them meet in one partition), hands ea
 * ``EtaUpdated`` to fs.eta and ``LateAlertRaised``/``LateAlertCleared`` to fs.alerts, keyed
   by work order, each carrying the time and the log position of the input that caused it.
 
-The engine's whole state is committed with the stage's offsets after every batch (one
-transaction), so a restart resumes exactly where the last batch ended. The engine closes
+The engine's whole state is saved as a checkpoint every :data:`CHECKPOINT_EVERY` batches (an
+hour of event time when a backlog is processed), in the transaction that commits that batch's
+offsets; the batches in between commit only their offsets. A restart resumes from the last
+checkpoint and processes the batches after it again, appending nothing they had already
+appended (see :class:`streams.pipeline.Stage`). The engine closes
 its evaluation steps on event time; the stage closes the open step at the end of every batch,
 and batches are whole windows of a fixed event-time grid (see streams/pipeline.py), so what
 it publishes, and when, depends only on the log: a replay reproduces fs.eta and fs.alerts
@@ -25,8 +28,13 @@ from events.base import Causation, Event
 from events.catalog import ALERTS, ETA
 from events.codec import Rejection, decode_trusted, encode
 from streams.log import OutRecord, Record
-from streams.pipeline import StageResult
+from streams.pipeline import CHECKPOINT, StageResult
 from streams.state_store import StageState, StateStore
+
+CHECKPOINT_EVERY = 12
+"""Batches between two checkpoints of the engine: its state (tens of kilobytes per technician
+en route) is too large to write after every batch, and re-processing at most this many
+batches after a restart is cheap."""
 
 _TOPIC_OF_OUTPUT = {
     "EtaUpdated": ETA.name,
@@ -42,14 +50,25 @@ class EtaProcessor:
     inputs: tuple[str, ...] = ("fs.gps", "fs.by-technician")
     aggregate_kind = "technician"
     """The stage records no facts; the kind only names where its (empty) fact batches go."""
+    checkpoints = True
+    """Its state is the engine's, saved every ``checkpoint_every`` batches."""
 
-    def __init__(self, graph: RoadGraph, config: EtaConfig | None = None) -> None:
+    def __init__(
+        self,
+        graph: RoadGraph,
+        config: EtaConfig | None = None,
+        *,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+    ) -> None:
         self.engine = EtaEngine(graph, config or EtaConfig())
+        self.checkpoint_every = checkpoint_every
+        self._batches = 0
 
     def restore(self, store: StateStore, state: StageState) -> None:
         snapshot = state.kv.get("engine")
         if snapshot is not None:
             self.engine.restore(snapshot)
+        self._batches = int(state.kv.get(CHECKPOINT, {}).get("batch", 0))
 
     def process(self, records: Sequence[Record]) -> StageResult:
         result = StageResult()
@@ -71,5 +90,8 @@ class EtaProcessor:
             result.outputs.append(OutRecord(topic, encode(event), event.key.encode(), event.time))
             result.count(event.type)
         result.count("inputs", len(batch))
-        result.kv["engine"] = self.engine.snapshot()
+        self._batches += 1
+        if self._batches % self.checkpoint_every == 0:
+            result.kv["engine"] = self.engine.snapshot()
+            result.checkpoint = True
         return result

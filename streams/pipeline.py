@@ -46,6 +46,10 @@ class StageResult:
         default_factory=dict
     )
     counts: dict[str, int] = field(default_factory=dict)
+    checkpoint: bool = False
+    """Set by a processor whose state is a checkpoint rather than facts: ``kv`` holds its
+    whole state as of the end of this batch. The runner records the offsets it was taken at,
+    and a restart resumes from there (see :class:`Stage`)."""
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -80,6 +84,8 @@ class Processor(Protocol):
     name: str
     inputs: tuple[str, ...]
     aggregate_kind: str
+    # A processor that saves its state as checkpoints (``StageResult.checkpoint``) also has a
+    # class attribute ``checkpoints = True``, so that a restart rewinds to its last checkpoint.
 
     def restore(self, store: StateStore, state: StageState) -> None:
         """Rebuild in-memory state from what the store holds (called once, at start)."""
@@ -96,11 +102,25 @@ class BatchStats:
     counts: dict[str, int]
 
 
+CHECKPOINT = "checkpoint"
+"""The kv entry where a checkpointing stage's runner keeps the batch and offsets of its last
+checkpoint."""
+
+
 class Stage:
     """Runs one processor against a log and a state store.
 
     ``partitions`` restricts the stage to some partition numbers of its inputs (scale-out:
     co-partitioned inputs share partition numbers); ``None`` means all of them.
+
+    A processor whose state is large and changes with every batch (the ETA engine) saves it
+    only every so many batches, as a *checkpoint* (``StageResult.checkpoint``); every batch
+    still commits its offsets and its batch record. On a restart the stage rewinds to the
+    checkpoint's offsets and processes the batches after it again. Batches are whole windows
+    of the event-time grid, so they come out the same, and so do their outputs: those of
+    batches already committed are on the log (a batch's outputs are appended before its
+    commit), so they are not appended a second time, and nothing is committed again until the
+    stage passes the last committed batch.
     """
 
     def __init__(
@@ -122,6 +142,7 @@ class Stage:
         self._started = False
         self._buffers: dict[tuple[str, int], deque[Record]] = {}
         self._fetched: dict[tuple[str, int], int] = {}
+        self._redo: dict[int, dict[str, tuple[int, int]]] = {}
         self.totals: dict[str, int] = {}
 
     @property
@@ -142,6 +163,14 @@ class Stage:
                 if self._partitions is None or p in self._partitions:
                     self._positions[(topic, p)] = state.offsets.get((topic, p), 0)
         self._batch = state.batch
+        checkpoint = state.kv.get(CHECKPOINT, {"batch": 0, "offsets": []})
+        if getattr(self.processor, "checkpoints", False) and checkpoint["batch"] < state.batch:
+            # Back to the last checkpoint (the very start if none was taken yet).
+            at = {(t, p): o for t, p, o in checkpoint["offsets"]}
+            for tp in self._positions:
+                self._positions[tp] = at.get(tp, 0)
+            self._batch = checkpoint["batch"]
+            self._redo = dict(self.store.batches(self.name, after=self._batch))
         self.processor.restore(self.store, state)
         self._started = True
 
@@ -185,16 +214,8 @@ class Stage:
         heads = [b[0].timestamp_ms for b in self._buffers.values() if b]
         return min(heads) if heads else None
 
-    async def step(self, horizon: int | None = None) -> BatchStats:
-        """Process one batch (possibly empty). Returns what it did.
-
-        With ``horizon``, the batch is every unread record of every input partition up to the
-        first one stamped after ``horizon`` (offset order is kept): the whole window, whatever
-        was read before, so the batches, and what the processor derives from them, depend only
-        on the log and the horizons. Without, up to ``max_batch`` records.
-        """
-        await self.start()
-        began = time.perf_counter()
+    async def _cut(self, horizon: int | None) -> list[list[Record]]:
+        """The next batch, per partition: up to ``horizon`` (whole windows) or ``max_batch``."""
         await self._fill(horizon)
         per_partition = max(1, self.max_batch // max(1, len(self._positions)))
         chunks: list[list[Record]] = []
@@ -206,6 +227,42 @@ class Stage:
                 chunk.append(buffer.popleft())
             if chunk:
                 chunks.append(chunk)
+        return chunks
+
+    async def _recorded(self, ranges: dict[str, tuple[int, int]]) -> list[list[Record]]:
+        """The records of a batch recorded with ``ranges`` (``topic/partition`` -> [first,
+        end)), read afresh: the read-ahead buffers are dropped."""
+        self._buffers.clear()
+        self._fetched.clear()
+        chunks: list[list[Record]] = []
+        for name, (first, end) in ranges.items():
+            topic, _, part = name.rpartition("/")
+            chunk: list[Record] = []
+            while first + len(chunk) < end:
+                got = await self.log.read(topic, int(part), first + len(chunk), end - first)
+                if not got:
+                    raise RuntimeError(f"stage {self.name}: {name} ends before offset {end}")
+                chunk.extend(r for r in got if r.offset < end)
+            chunks.append(chunk)
+        return chunks
+
+    async def step(self, horizon: int | None = None) -> BatchStats:
+        """Process one batch (possibly empty). Returns what it did.
+
+        With ``horizon``, the batch is every unread record of every input partition up to the
+        first one stamped after ``horizon`` (offset order is kept): the whole window, whatever
+        was read before, so the batches, and what the processor derives from them, depend only
+        on the log and the horizons. Without, up to ``max_batch`` records.
+        """
+        await self.start()
+        began = time.perf_counter()
+        redo = self._redo.pop(self._batch + 1, None)
+        if redo is not None:
+            # Processing again, after a restart, a batch committed before it: cut it exactly
+            # as it was cut then (upstream stages may have appended to the inputs since).
+            chunks = await self._recorded(redo)
+        else:
+            chunks = await self._cut(horizon)
         if not chunks:
             return BatchStats(0, 0, time.perf_counter() - began, {})
         # Merge partitions by record time, each partition kept in offset order (a late record
@@ -217,7 +274,7 @@ class Stage:
             )
         )
         result = self.processor.process(records)
-        if result.outputs:
+        if result.outputs and redo is None:
             await self.log.append(result.outputs)
         # Each chunk is one partition's records in offset order: its ends give the range.
         ranges: dict[str, tuple[int, int]] = {}
@@ -227,17 +284,29 @@ class Stage:
             new_positions[(head.topic, head.partition)] = last.offset + 1
             ranges[f"{head.topic}/{head.partition}"] = (head.offset, last.offset + 1)
         self._batch += 1
-        commit = StageCommit(
-            stage=self.name,
-            offsets={tp: o for tp, o in new_positions.items() if o != self._positions[tp]},
-            batch=self._batch,
-            batch_inputs=ranges,
-            kv=result.kv,
-            parked_add=result.parked_add,
-            parked_remove=result.parked_remove,
-            positions=result.positions,
-        )
-        self.store.commit(self.processor.aggregate_kind, result.facts, commit)
+        kv = result.kv
+        if result.checkpoint:
+            if result.facts:
+                raise ValueError(f"stage {self.name}: a checkpointing stage records no facts")
+            kv = {
+                **kv,
+                CHECKPOINT: {
+                    "batch": self._batch,
+                    "offsets": [[t, p, o] for (t, p), o in sorted(new_positions.items())],
+                },
+            }
+        if redo is None:
+            commit = StageCommit(
+                stage=self.name,
+                offsets={tp: o for tp, o in new_positions.items() if o != self._positions[tp]},
+                batch=self._batch,
+                batch_inputs=ranges,
+                kv=kv,
+                parked_add=result.parked_add,
+                parked_remove=result.parked_remove,
+                positions=result.positions,
+            )
+            self.store.commit(self.processor.aggregate_kind, result.facts, commit)
         self._positions = new_positions
         for name, n in result.counts.items():
             self.totals[name] = self.totals.get(name, 0) + n

@@ -273,10 +273,12 @@ class StateStore(abc.ABC):
         """What a stage committed last (empty for a new stage)."""
         return _stage_state({name: self._query(q, (stage,)) for name, q in _STAGE_QUERIES.items()})
 
-    def batches(self, stage: str) -> list[tuple[int, dict[str, tuple[int, int]]]]:
-        """The stage's batches in order, each with the input ranges it consumed."""
+    def batches(self, stage: str, after: int = 0) -> list[tuple[int, dict[str, tuple[int, int]]]]:
+        """The stage's batches numbered above ``after``, in order, each with the input ranges
+        it consumed."""
         rows = self._query(
-            "SELECT batch, inputs FROM {p}fs_batches WHERE stage = ? ORDER BY batch", (stage,)
+            "SELECT batch, inputs FROM {p}fs_batches WHERE stage = ? AND batch > ? ORDER BY batch",
+            (stage, after),
         )
         return [(b, {k: (v[0], v[1]) for k, v in orjson.loads(i).items()}) for b, i in rows]
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from streams.bootstrap import build_stages, open_log
 from streams.config import Config
 from streams.eta_stage import EtaProcessor
 from streams.log import Log
-from streams.pipeline import HORIZON_STEP_MS, Stage, run_until_idle
+from streams.pipeline import CHECKPOINT, HORIZON_STEP_MS, Stage, run_until_idle
 from streams.replay import read_topic
 from streams.state_store import SqliteStateStore
 from tests.support import embedded_day, graph, run, simulated_day
@@ -44,7 +46,22 @@ async def _outputs(directory: Path) -> dict[str, list[bytes]]:
         await log.close()
 
 
-def test_eta_outputs_are_byte_identical_across_runs_and_a_restart(tmp_path: Path) -> None:
+def _checkpoint_lag(directory: Path) -> tuple[int, int]:
+    """The ETA stage's last committed batch and the batch of its last checkpoint."""
+    store = SqliteStateStore.in_dir(directory)
+    try:
+        state = store.load_stage("eta")
+    finally:
+        store.close()
+    return state.batch, int(state.kv.get(CHECKPOINT, {"batch": 0})["batch"])
+
+
+@pytest.mark.parametrize("stop_after_rounds", [6, 40])
+def test_eta_outputs_are_byte_identical_across_runs_and_a_restart(
+    tmp_path: Path, stop_after_rounds: int
+) -> None:
+    """A restart resumes from the last checkpoint (or, before the first, from the start),
+    processes the batches after it again and appends nothing twice."""
     sim = simulated_day()
     dirs = [tmp_path / "a", tmp_path / "b", tmp_path / "restarted"]
 
@@ -54,7 +71,11 @@ def test_eta_outputs_are_byte_identical_across_runs_and_a_restart(tmp_path: Path
             await log.close()
         await _run(dirs[0])
         await _run(dirs[1])
-        await _run(dirs[2], stop_after_rounds=40)  # a process stops mid-day...
+        await _run(dirs[2], stop_after_rounds=stop_after_rounds)  # a process stops mid-day...
+        committed, checkpoint = _checkpoint_lag(dirs[2])
+        # ...between two checkpoints, so the restart has batches to process again...
+        assert committed > checkpoint
+        assert (checkpoint == 0) == (stop_after_rounds == 6)
         await _run(dirs[2])  # ...and a new one resumes from the stored engine state
         return [await _outputs(d) for d in dirs]
 

@@ -1,0 +1,94 @@
+"""Pings per second through the ETA stage, end to end, on the embedded log.
+
+Run by hand:  .venv/bin/python benchmarks/bench_eta_stage.py [--technicians N] [--scenario S]
+
+1. A simulated day is ingested into a fresh embedded log, and the aggregate stages (work
+   orders, fleet) process it, so fs.by-technician holds the work-order snapshots (not timed).
+2. Timed: the ETA stage alone processes fs.gps and fs.by-technician from scratch, on the
+   pipeline's event-time grid: reading the log, decoding, the engine (map-matching, fields,
+   speed and duration learning, windows, alerts), encoding and appending EtaUpdated and alert
+   events, and committing offsets and checkpoints to the SQLite state store.
+
+Prints pings/s (the fs.gps records the stage consumed, per second of the timed run) against
+the issue's target of 50,000/s, and the records and outputs it handled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eta_engine.roads import RoadGraph
+from gateway.feed import Clock, feed
+from simulator import encoded_lines, make_params, simulate
+from streams.bootstrap import build_stages, open_log
+from streams.config import Config
+from streams.pipeline import run_until_idle
+from streams.state_store import SqliteStateStore
+
+TARGET = 50_000
+
+
+async def prepare(lines: list[tuple[int, bytes]], directory: Path, graph: RoadGraph) -> None:
+    config = Config(data_dir=directory)
+    log = await open_log(config)
+    await feed(log, lines, clock=Clock(None))
+    store = SqliteStateStore.in_dir(directory)
+    await run_until_idle(build_stages(log, store, config, graph)[:2])
+    store.close()
+    await log.close()
+
+
+async def timed(directory: Path, graph: RoadGraph) -> tuple[dict[str, int], float]:
+    config = Config(data_dir=directory)
+    log = await open_log(config)
+    store = SqliteStateStore.in_dir(directory)
+    eta = build_stages(log, store, config, graph)[2]
+    await eta.start()
+    began = time.perf_counter()
+    await run_until_idle([eta])
+    seconds = time.perf_counter() - began
+    totals = dict(eta.totals)
+    totals["pings"] = sum(
+        b - a
+        for _, ranges in store.batches(eta.name)
+        for name, (a, b) in ranges.items()
+        if name.startswith("fs.gps/")
+    )
+    store.close()
+    await log.close()
+    return totals, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--technicians", type=int, default=300)
+    parser.add_argument("--scenario", default="normal")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    graph = RoadGraph.default()
+    sim = simulate(make_params(args.scenario, technicians=args.technicians, seed=args.seed), graph)
+    lines = list(encoded_lines(sim))
+    print(f"simulated day: {args.scenario}, {args.technicians} technicians, {len(lines):,} events")
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        asyncio.run(prepare(lines, directory, graph))
+        totals, seconds = asyncio.run(timed(directory, graph))
+    pings = totals["pings"]
+    rate = pings / seconds
+    print(
+        f"eta stage end to end: {pings:,} pings ({totals.get('records', 0):,} records, "
+        f"{totals.get('EtaUpdated', 0):,} EtaUpdated, "
+        f"{totals.get('LateAlertRaised', 0):,} alerts raised) in {seconds:.2f} s: "
+        f"{rate:,.0f} pings/s   target >= {TARGET:,}/s: {'ok' if rate >= TARGET else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
