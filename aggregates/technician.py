@@ -130,6 +130,10 @@ detections, recorded so a detection is emitted once)."""
 
 def decide(tech: Technician | None, event: Event) -> Decision:
     """What to do with a technician-keyed input."""
+    if event.type not in TECHNICIAN_FACTS:
+        # On the technician's stream for the ETA engine (a part missing on site), but not
+        # part of the Technician's own state.
+        return Ignore(f"{event.type} does not change a technician")
     if tech is not None and event.id in tech.event_ids:
         return Ignore("repeated event id")
     if event.type == "TechnicianRegistered":

@@ -4,8 +4,9 @@
 
 * ``WorkOrderStateChanged`` to fs.workorders (the compacted state changelog), and the same
   snapshot, re-keyed by technician, to the internal fs.by-technician topic;
-* technicians' own events (registered, shift started/ended) and parts picked/used, re-keyed by
-  technician, to fs.by-technician;
+* technicians' own events (registered, shift started/ended) and parts picked, used and missing,
+  re-keyed by technician, to fs.by-technician (a missing part tells the ETA engine the visit
+  will end early, unfixed);
 * rejected input to fs.dlq with the reason.
 
 ``fleet`` reads fs.gps and fs.by-technician, which are co-partitioned by technician, keeps
@@ -318,7 +319,7 @@ class WorkOrderProcessor(_Base):
             result.outputs.append(
                 OutRecord(BY_TECHNICIAN.name, raw, technician.encode(), event.time)
             )
-        if isinstance(event, k.PartPicked | k.PartUsed):
+        if isinstance(event, k.PartPicked | k.PartUsed | k.PartMissing):
             result.outputs.append(
                 OutRecord(
                     BY_TECHNICIAN.name, record.value, event.technician_id.encode(), event.time

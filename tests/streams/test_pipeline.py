@@ -62,6 +62,18 @@ def test_a_simulated_day_runs_with_no_unexpected_rejection(tmp_path: Path) -> No
     log, stages, store = run(body())
     _check_day(log, stages)
     assert stages[1].totals["pings"] > 1000
+    # Parts reported missing on site reach the technician's stream (the ETA engine's input),
+    # keyed by the technician, and the fleet stage passes over them.
+    rekeyed = [
+        (r.key, decode(r.value))
+        for r in run(read_all(log, "fs.by-technician"))
+        if b'"type":"PartMissing"' in r.value
+    ]
+    assert rekeyed
+    assert all(
+        isinstance(e, k.PartMissing) and key == e.technician_id.encode() for key, e in rekeyed
+    )
+    assert stages[1].totals["ignored"] >= len(rekeyed)
     run(log.close())
     store.close()
 
