@@ -49,7 +49,7 @@ async def timed(directory: Path, graph: RoadGraph) -> tuple[dict[str, int], floa
     config = Config(data_dir=directory)
     log = await open_log(config)
     store = SqliteStateStore.in_dir(directory)
-    eta = build_stages(log, store, config, graph)[2]
+    eta = build_stages(log, store, config, graph)[-1]
     await eta.start()
     began = time.perf_counter()
     await run_until_idle([eta])

@@ -305,20 +305,29 @@ class WorkOrderProcessor(_Base):
         result = self._result
         before_status = order.status.value if order is not None else None
         before_tech = order.technician_id if order is not None else None
+        before_job = job_fields(order) if order is not None else None
         version = order.version + 1 if order is not None else 1
         fact = fact_of(event, order_id, version, effect)
         order = wo_agg.evolve(order, fact, event)
         self.orders[order_id] = order
         result.facts.append(fact)
         result.count("applied")
-        snapshot = snapshot_of(order, event, _position(record, event), before_status, before_tech)
+        job = job_fields(order)
+        snapshot = snapshot_of(
+            order, event, _position(record, event), before_status, before_tech, job
+        )
         raw = encode(snapshot)
         result.outputs.append(OutRecord(WORKORDERS.name, raw, order_id.encode(), event.time))
-        for technician in {snapshot.technician_id, snapshot.previous_technician_id} - {None}:
-            assert technician is not None
-            result.outputs.append(
-                OutRecord(BY_TECHNICIAN.name, raw, technician.encode(), event.time)
-            )
+        if job == before_job and snapshot.previous_technician_id is None:
+            # Nothing a technician's stream carries moved (an invoice, a rating, a contact, a
+            # part picked: those that matter to the van reach it as themselves, below).
+            result.count("snapshots_not_rekeyed")
+        else:
+            for technician in {snapshot.technician_id, snapshot.previous_technician_id} - {None}:
+                assert technician is not None
+                result.outputs.append(
+                    OutRecord(BY_TECHNICIAN.name, raw, technician.encode(), event.time)
+                )
         if isinstance(event, k.PartPicked | k.PartUsed | k.PartMissing):
             result.outputs.append(
                 OutRecord(
@@ -327,18 +336,51 @@ class WorkOrderProcessor(_Base):
             )
 
 
+def job_fields(order: WorkOrder) -> dict[str, Any]:
+    """The part of a work order's snapshot that the technician's stream (the fleet and ETA
+    stages) uses: who holds it, where, when, and how far the current visit has got."""
+    visit = order.visit
+    technician = order.technician_id
+    if technician is None and visit is not None and visit.completed_at is not None:
+        technician = visit.technician_id  # the technician who just completed the visit
+    return {
+        "status": order.status.value,
+        "technician_id": technician,
+        "visit": visit.number if visit else 0,
+        "site_lat": order.site_lat,
+        "site_lon": order.site_lon,
+        "region": order.region,
+        "job_type": order.job_type,
+        "priority": order.priority,
+        "window_start": order.window_start,
+        "window_end": order.window_end,
+        "queue_position": visit.queue_position if visit else None,
+        "planned_start": visit.planned_start if visit else None,
+        "planned_end": visit.planned_end if visit else None,
+        "assigned_at": visit.assigned_at if visit else None,
+        "en_route_at": visit.en_route_at if visit else None,
+        "arrived_at": visit.arrived_at if visit else None,
+        "arrived_by": visit.arrived_by if visit else None,
+        "started_at": visit.started_at if visit else None,
+        "completed_at": visit.completed_at if visit else None,
+        "departed_at": visit.departed_at if visit else None,
+        "fixed": visit.fixed if visit else None,
+    }
+
+
 def snapshot_of(
     order: WorkOrder,
     trigger: Event,
     cause: Causation,
     previous_status: str | None,
     previous_technician: str | None,
+    job: dict[str, Any] | None = None,
 ) -> k.WorkOrderStateChanged:
-    """The ``WorkOrderStateChanged`` after ``trigger`` was applied to ``order``."""
-    visit = order.visit
-    technician = order.technician_id
-    if technician is None and visit is not None and visit.completed_at is not None:
-        technician = visit.technician_id  # the technician who just completed the visit
+    """The ``WorkOrderStateChanged`` after ``trigger`` was applied to ``order`` (``job``:
+    its :func:`job_fields`, when the caller has them already)."""
+    if job is None:
+        job = job_fields(order)
+    technician = job["technician_id"]
     return k.WorkOrderStateChanged(
         id=f"{trigger.id}/wo",
         source="fieldstream/workorders",
@@ -346,31 +388,11 @@ def snapshot_of(
         subject=order.id,
         causation=cause,
         work_order_id=order.id,
-        status=order.status.value,
         previous_status=previous_status,
         trigger=trigger.type,
-        technician_id=technician,
         previous_technician_id=previous_technician if previous_technician != technician else None,
-        visit=visit.number if visit else 0,
         customer_id=order.customer_id,
-        site_lat=order.site_lat,
-        site_lon=order.site_lon,
-        region=order.region,
-        job_type=order.job_type,
-        priority=order.priority,
-        window_start=order.window_start,
-        window_end=order.window_end,
-        queue_position=visit.queue_position if visit else None,
-        planned_start=visit.planned_start if visit else None,
-        planned_end=visit.planned_end if visit else None,
-        assigned_at=visit.assigned_at if visit else None,
-        en_route_at=visit.en_route_at if visit else None,
-        arrived_at=visit.arrived_at if visit else None,
-        arrived_by=visit.arrived_by if visit else None,
-        started_at=visit.started_at if visit else None,
-        completed_at=visit.completed_at if visit else None,
-        departed_at=visit.departed_at if visit else None,
-        fixed=visit.fixed if visit else None,
+        **job,
     )
 
 
