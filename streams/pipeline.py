@@ -100,6 +100,8 @@ class BatchStats:
     outputs: int
     seconds: float
     counts: dict[str, int]
+    by_topic: dict[str, int] = field(default_factory=dict)
+    """Records the batch took from each input topic."""
 
 
 CHECKPOINT = "checkpoint"
@@ -148,6 +150,11 @@ class Stage:
     @property
     def name(self) -> str:
         return self.processor.name
+
+    @property
+    def positions(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the next offset this stage will read (a copy)."""
+        return dict(self._positions)
 
     async def start(self) -> None:
         """Load the committed state and positions (idempotent)."""
@@ -311,8 +318,15 @@ class Stage:
         for name, n in result.counts.items():
             self.totals[name] = self.totals.get(name, 0) + n
         self.totals["records"] = self.totals.get("records", 0) + len(records)
+        by_topic: dict[str, int] = {}
+        for chunk in chunks:
+            by_topic[chunk[0].topic] = by_topic.get(chunk[0].topic, 0) + len(chunk)
         return BatchStats(
-            len(records), len(result.outputs), time.perf_counter() - began, result.counts
+            len(records),
+            len(result.outputs),
+            time.perf_counter() - began,
+            result.counts,
+            by_topic,
         )
 
 
@@ -324,7 +338,10 @@ cuts exactly the same windows as a run that never stopped."""
 
 
 async def run_until_idle(
-    stages: Sequence[Stage], *, on_progress: Callable[[int], None] | None = None
+    stages: Sequence[Stage],
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    on_batch: Callable[[Stage, BatchStats], None] | None = None,
 ) -> int:
     """Process everything on the log, stages advancing through event time together.
 
@@ -334,7 +351,8 @@ async def run_until_idle(
     once); what a later stage feeds back (geofence arrivals to the work-order stage) is taken
     in the next round, at most two windows behind, well within the allowed lateness. So the
     batches, and every derived event, depend only on what is on the log. Returns the number of
-    records processed.
+    records processed. ``on_progress`` hears the records of every non-empty batch,
+    ``on_batch`` each such batch with its stage (for metrics).
     """
     total = 0
     while True:
@@ -343,7 +361,10 @@ async def run_until_idle(
             return total
         horizon = (min(heads) // HORIZON_STEP_MS + 1) * HORIZON_STEP_MS
         for stage in stages:
-            n = (await stage.step(horizon)).records
+            stats = await stage.step(horizon)
+            n = stats.records
             total += n
-            if on_progress is not None and n:
+            if n and on_progress is not None:
                 on_progress(n)
+            if n and on_batch is not None:
+                on_batch(stage, stats)
