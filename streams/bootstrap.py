@@ -5,8 +5,11 @@ Nothing in the project connects to anything at import time; everything goes thro
 
 from __future__ import annotations
 
+from typing import cast
+
 from eta_engine.roads import RoadGraph
 from events.catalog import TOPICS, Topic
+from projections import build_projection_stage
 from streams.config import Config
 from streams.embedded import EmbeddedLog
 from streams.eta_stage import EtaProcessor
@@ -54,5 +57,9 @@ def build_stages(
             FleetProcessor(lateness_ms=config.lateness_ms, geofence_m=config.geofence_m),
             max_batch=batch,
         ),
+        # The projections (KPI tables, live view) have the Stage interface by shape
+        # (projections/ may not import streams/). Before the ETA stage so that stages[-1]
+        # stays the ETA stage; the ETA outputs of a round are projected in the next one.
+        cast(Stage, build_projection_stage(log, config)),
         Stage(log, store, EtaProcessor(graph), max_batch=batch),
     ]

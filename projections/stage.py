@@ -1,0 +1,356 @@
+"""The projection stage: reads the log, folds it, writes rows and offsets in one transaction.
+
+It has the interface :func:`streams.pipeline.run_until_idle` drives (``name``, ``start``,
+``next_time``, ``step``, ``lag``, ``totals``) without importing the pipeline (projections/
+depends on events/ only; the log and the configuration are taken by their shape).
+
+A step takes, like the pipeline's stages, every unread record up to the horizon (or up to
+``max_batch`` records without one), hands each partition's records in offset order to
+:class:`~projections.fold.Projection`, and then
+
+1. appends the day-close ``KpiSnapshot`` events, if the newest event time read passed a
+   day's end plus the allowed lateness, to fs.kpi (ids are deterministic: a step repeated
+   after a crash repeats them with the same ids, which consumers ignore), and
+2. commits the batch's rows, the offsets after it and the stage's meta in **one**
+   transaction of the projection store.
+
+Partitions are not merged by time: the fold does not depend on the interleaving (see
+projections/fold.py), which saves a sort of every batch.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from events import kinds as k
+from events.base import Causation
+from events.codec import encode
+from projections.fold import TOPICS, Projection, RecordLike
+from projections.kpis import METRIC_NAMES, GroupKey, group_key_text
+from projections.state import Cause, Settings
+from projections.store import ProjectionStore, open_projection_store
+
+KPI_TOPIC = "fs.kpi"
+READ_CHUNK = 5_000
+
+
+class LogLike(Protocol):
+    """What the stage needs of the log port (streams.log.Log has it)."""
+
+    async def topics(self) -> dict[str, int]: ...
+    async def read(
+        self, topic: str, partition: int, offset: int, max_records: int = 10_000
+    ) -> Sequence[Any]: ...
+    async def end_offsets(self, topic: str) -> dict[int, int]: ...
+    async def append(self, records: Sequence[Any]) -> list[tuple[int, int]]: ...
+
+
+class ConfigLike(Protocol):
+    """What the stage needs of streams.config.Config."""
+
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def db(self) -> str | None: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def lateness_ms(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record for the log, in the shape of streams.log.OutRecord (the port reads these
+    attributes)."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+
+
+@dataclass(slots=True)
+class StepStats:
+    """What one step did (the fields of streams.pipeline.BatchStats)."""
+
+    records: int
+    outputs: int
+    seconds: float
+    counts: dict[str, int] = field(default_factory=dict)
+    by_topic: dict[str, int] = field(default_factory=dict)
+    """Records the step took from each input topic."""
+
+
+def snapshot_event(
+    key: GroupKey, values: Mapping[str, float | None], cause: Cause, tag: str
+) -> k.KpiSnapshot:
+    """The KpiSnapshot of one group. Its id ``kpi/<day>/<dimension>/<group>/<tag>`` and its
+    time and causation come from ``cause`` (the newest record read), never from a clock."""
+    text = group_key_text(key)
+    return k.KpiSnapshot(
+        id=f"kpi/{text}/{tag}",
+        source="fieldstream/projections",
+        time=cause.time,
+        subject=text,
+        causation=Causation(cause.id, cause.topic, cause.partition, cause.offset),
+        group_key=text,
+        day=key[0],
+        dimension=key[1],
+        group=key[2],
+        metrics={name: values.get(name) for name in METRIC_NAMES},
+    )
+
+
+def snapshot_record(event: k.KpiSnapshot) -> OutRecord:
+    return OutRecord(KPI_TOPIC, encode(event), event.group_key.encode(), event.time)
+
+
+class ProjectionStage:
+    """The stage (see the module docstring). One instance per process; call :meth:`close`
+    when done (a stage that is dropped closes its store when collected)."""
+
+    name = "projections"
+    inputs: tuple[str, ...] = TOPICS
+
+    def __init__(
+        self,
+        log: LogLike,
+        open_store: Callable[[], ProjectionStore],
+        *,
+        settings: Settings | None = None,
+        max_batch: int = 20_000,
+    ) -> None:
+        self.log = log
+        self._open_store = open_store
+        self.settings = settings or Settings()
+        self.max_batch = max_batch
+        self.projection = Projection(self.settings)
+        self.store: ProjectionStore | None = None
+        self.totals: dict[str, int] = {}
+        self._positions: dict[tuple[str, int], int] = {}
+        self._buffers: dict[tuple[str, int], list[Any]] = {}
+        self._heads: dict[tuple[str, int], int] = {}
+        self._fetched: dict[tuple[str, int], int] = {}
+        self._ends: dict[tuple[str, int], int] = {}
+        self._by_topic: dict[str, list[tuple[str, int]]] = {}
+        self._batch = 0
+        self._started = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, load the state and the offsets (idempotent)."""
+        if self._started:
+            return
+        store = self.store = self._open_store()
+        weakref.finalize(self, store.close)
+        loaded = store.load()
+        topics = await self.log.topics()
+        for topic in self.inputs:
+            for p in range(topics.get(topic, 0)):
+                self._positions[(topic, p)] = loaded.offsets.get((topic, p), 0)
+                self._by_topic.setdefault(topic, []).append((topic, p))
+        self._batch = int(loaded.meta.get("batch", 0))
+        self.projection.restore_written(
+            loaded.kpi, loaded.facts, loaded.live_technicians, loaded.live_work_orders
+        )
+        self.projection.restore(loaded.docs, loaded.chunks, loaded.eta_chunks, loaded.meta)
+        self._started = True
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    # -- the stage interface --------------------------------------------------------------------
+
+    @property
+    def positions(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the next offset this stage will read (a copy)."""
+        return dict(self._positions)
+
+    async def lag(self) -> int:
+        """Records on the inputs not yet projected."""
+        await self.start()
+        behind = 0
+        for topic in self.inputs:
+            for p, end in (await self.log.end_offsets(topic)).items():
+                if (topic, p) in self._positions:
+                    behind += max(0, end - self._positions[(topic, p)])
+        return behind
+
+    def _wants(self, tp: tuple[str, int], horizon: int | None, share: int) -> bool:
+        buffer = self._buffers.get(tp)
+        head = self._heads.get(tp, 0)
+        if not buffer or head >= len(buffer):
+            return True
+        if horizon is not None:
+            return bool(buffer[-1].timestamp_ms <= horizon)
+        return len(buffer) - head < share
+
+    async def _fill(self, horizon: int | None) -> None:
+        """Top up the read-ahead buffers: with a horizon, until each partition's buffer
+        reaches past it; without, to this partition's share of ``max_batch``. End offsets
+        are asked for only when a partition has read all it knew of."""
+        share = max(1, self.max_batch // max(1, len(self._positions)))
+        for topic, partitions in self._by_topic.items():
+            wanting = [tp for tp in partitions if self._wants(tp, horizon, share)]
+            if not wanting:
+                continue
+            if any(self._fetched.get(tp, self._positions[tp]) >= self._ends.get(tp, 0)
+                   for tp in wanting):  # fmt: skip
+                for p, end in (await self.log.end_offsets(topic)).items():
+                    self._ends[(topic, p)] = end
+            for tp in wanting:
+                end = self._ends.get(tp, 0)
+                buffer = self._buffers.setdefault(tp, [])
+                while self._fetched.get(tp, self._positions[tp]) < end and self._wants(
+                    tp, horizon, share
+                ):
+                    fetched = self._fetched.get(tp, self._positions[tp])
+                    records = await self.log.read(topic, tp[1], fetched, READ_CHUNK)
+                    if not records:
+                        break
+                    head = self._heads.get(tp, 0)
+                    if head:
+                        del buffer[:head]
+                        self._heads[tp] = 0
+                    buffer.extend(records)
+                    self._fetched[tp] = records[-1].offset + 1
+
+    async def next_time(self) -> int | None:
+        """The smallest timestamp among the next unread record of each input partition."""
+        await self.start()
+        await self._fill(None)
+        heads = [
+            buffer[self._heads.get(tp, 0)].timestamp_ms
+            for tp, buffer in self._buffers.items()
+            if self._heads.get(tp, 0) < len(buffer)
+        ]
+        return min(heads) if heads else None
+
+    async def step(self, horizon: int | None = None) -> StepStats:
+        """Project one batch: with ``horizon``, every unread record of every input partition
+        up to the first one stamped after it; without, up to ``max_batch`` records."""
+        await self.start()
+        assert self.store is not None
+        began = time.perf_counter()
+        await self._fill(horizon)
+        share = max(1, self.max_batch // max(1, len(self._positions)))
+        taken: list[tuple[str, Sequence[RecordLike]]] = []
+        new_positions: dict[tuple[str, int], int] = {}
+        for tp in self._positions:  # inputs in TOPICS order, each partition in offset order
+            buffer = self._buffers.get(tp)
+            if not buffer:
+                continue
+            head = self._heads.get(tp, 0)
+            stop = head
+            if horizon is not None:
+                while stop < len(buffer) and buffer[stop].timestamp_ms <= horizon:
+                    stop += 1
+            else:
+                stop = min(len(buffer), head + share)
+            if stop == head:
+                continue
+            chunk = buffer[head:stop]
+            self._heads[tp] = stop
+            taken.append((tp[0], chunk))
+            new_positions[tp] = chunk[-1].offset + 1
+        if not taken:
+            return StepStats(0, 0, time.perf_counter() - began)
+        projection = self.projection
+        for topic, records in taken:
+            projection.apply(topic, records)
+        changes = projection.flush()
+        outputs: list[OutRecord] = []
+        for day, cause in projection.closable_days(self._low_watermark()):
+            for key in projection.book.keys_of_day(day):
+                event = snapshot_event(key, projection.book.values(key), cause, "close")
+                outputs.append(snapshot_record(event))
+            projection.published.add(day)
+        if outputs:
+            await self.log.append(outputs)
+        self._batch += 1
+        meta: dict[str, Any] = {"batch": self._batch, **projection.meta()}
+        self.store.commit(changes, new_positions, meta)
+        self._positions.update(new_positions)
+        n_records = sum(len(batch) for _, batch in taken)
+        counts = dict(changes.counts)
+        counts["rows"] = changes.rows
+        if outputs:
+            counts["KpiSnapshot"] = len(outputs)
+        for name, n in counts.items():
+            self.totals[name] = self.totals.get(name, 0) + n
+        self.totals["records"] = self.totals.get("records", 0) + n_records
+        by_topic: dict[str, int] = {}
+        for topic, records in taken:
+            by_topic[topic] = by_topic.get(topic, 0) + len(records)
+        return StepStats(n_records, len(outputs), time.perf_counter() - began, counts, by_topic)
+
+    def _low_watermark(self) -> int:
+        """A time every input partition has read past: the smallest timestamp among the next
+        unread records (a partition read up to its known end does not hold it back; one
+        with records not fetched yet does, entirely)."""
+        low: int | None = None
+        for tp in self._positions:
+            buffer = self._buffers.get(tp, [])
+            head = self._heads.get(tp, 0)
+            if head < len(buffer):
+                t = buffer[head].timestamp_ms
+            elif self._fetched.get(tp, self._positions[tp]) < self._ends.get(tp, 0):
+                return -(2**62)
+            else:
+                continue
+            low = t if low is None else min(low, t)
+        return self.projection.watermark if low is None else low
+
+    async def run_until_idle(self) -> int:
+        """Project everything on the log (this stage alone), in event-time windows as the
+        pipeline does. Returns the number of records projected."""
+        step_ms = 300_000
+        total = 0
+        while True:
+            head = await self.next_time()
+            if head is None:
+                return total
+            total += (await self.step((head // step_ms + 1) * step_ms)).records
+
+
+def build_projection_stage(log: LogLike, config: ConfigLike) -> ProjectionStage:
+    """The projection stage for a configuration: SQLite in ``config.data_dir``, or the
+    PostgreSQL database ``config.db`` names; fixes as late as ``config.lateness_ms``."""
+    data_dir = Path(config.data_dir)
+    db = config.db
+    return ProjectionStage(
+        log,
+        lambda: open_projection_store(data_dir, db),
+        settings=Settings(lateness_ms=config.lateness_ms),
+        max_batch=config.batch_size,
+    )
+
+
+async def publish_day(store: ProjectionStore, log: LogLike, day: str) -> list[k.KpiSnapshot]:
+    """On demand: a KpiSnapshot of every group of ``day`` as the store holds it now, to
+    fs.kpi. Time and causation are those of the newest record projected; the id carries its
+    time, so publishing twice without new input repeats the same ids."""
+    meta = store.meta()
+    cause_row = meta.get("cause")
+    if cause_row is None:
+        raise ValueError("nothing has been projected yet")
+    cause = Cause(*cause_row)
+    groups: dict[GroupKey, dict[str, float | None]] = {}
+    for d, dim, grp, metric, value in store.kpi_rows([day]):
+        groups.setdefault((d, dim, grp), {})[metric] = value
+    events = [
+        snapshot_event(key, values, cause, f"at-{cause.time}")
+        for key, values in sorted(groups.items())
+    ]
+    if events:
+        await log.append([snapshot_record(e) for e in events])
+    return events

@@ -1,0 +1,138 @@
+"""The GPS track and its odometer: order-independent, late fixes, jitter, privacy."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from projections.tracks import MIN_MOVE_M, Fix, Track, append_batch
+
+LATE = 15 * 60_000
+
+
+def _route(n: int, seed: int = 3) -> list[Fix]:
+    """A drive with stops: fixes 10 s apart, moving ~100 m or standing with 3 m jitter."""
+    rng = random.Random(seed)
+    lat, lon = 42.5, 1.5
+    out: list[Fix] = []
+    for i in range(n):
+        if (i // 20) % 2 == 0:
+            lat += 0.0009 * rng.random()
+            lon += 0.0009 * rng.random()
+            out.append((1_000_000 + i * 10_000, lat, lon, 10.0, 45.0))
+        else:
+            jitter = 0.00003
+            out.append(
+                (
+                    1_000_000 + i * 10_000,
+                    lat + jitter * rng.gauss(0, 1),
+                    lon + jitter * rng.gauss(0, 1),
+                    0.0,
+                    None,
+                )
+            )
+    return out
+
+
+def _haversine(a: Fix, b: Fix) -> float:
+    la1, lo1, la2, lo2 = map(math.radians, (a[1], a[2], b[1], b[2]))
+    h = (
+        math.sin((la2 - la1) / 2) ** 2
+        + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    )
+    return 2 * 6_371_008.8 * math.asin(math.sqrt(h))
+
+
+def _expected(fixes: list[Fix]) -> list[int]:
+    total, out = 0, []
+    ordered = sorted(fixes)
+    for i, f in enumerate(ordered):
+        if i:
+            d = _haversine(ordered[i - 1], f)
+            total += round(d * 1000) if d >= MIN_MOVE_M else 0
+        out.append(total)
+    return out
+
+
+def _feed(fixes: list[Fix], batches: int, shifts: list[tuple[int, int | None]]) -> Track:
+    track = Track()
+    size = max(1, len(fixes) // batches)
+    for start in range(0, len(fixes), size):
+        for f in fixes[start : start + size]:
+            track.offer(f, LATE)
+        fresh, _merged, _removed = track.settle(shifts, LATE)
+        append_batch([(track, fresh)] if fresh else [])
+    return track
+
+
+def test_the_odometer_does_not_depend_on_arrival_order_or_batches() -> None:
+    fixes = _route(300)
+    expected = _expected(fixes)
+    shuffled = list(fixes)
+    rng = random.Random(7)
+    for i in range(0, len(shuffled) - 30, 30):  # late by up to 5 minutes
+        window = shuffled[i : i + 30]
+        rng.shuffle(window)
+        shuffled[i : i + 30] = window
+    for order, batches in ((fixes, 1), (fixes, 37), (shuffled, 1), (shuffled, 50)):
+        track = _feed(order, batches, [(0, None)])
+        assert list(track.t) == sorted(f[0] for f in fixes)
+        assert [r - track.odo[0] for r in track.odo] == expected
+    # parked stretches add nothing: the total is the moving stretches' only
+    moving = [f for i, f in enumerate(fixes) if (i // 20) % 2 == 0]
+    assert expected[-1] > 0.9 * sum(_expected(moving[j : j + 20])[-1] for j in range(0, 160, 20))
+
+
+def test_a_fix_older_than_the_lateness_is_ignored_and_repeats_count_once() -> None:
+    track = Track()
+    assert track.offer((10_000_000, 42.5, 1.5, None, None), LATE)
+    assert not track.offer((10_000_000 - LATE - 1, 42.6, 1.6, None, None), LATE)
+    assert track.offer((10_000_000 - LATE, 42.6, 1.6, None, None), LATE)
+    assert track.offer((10_000_000, 42.7, 1.7, None, None), LATE)  # the same time again
+    fresh, _, _ = track.settle([(0, None)], LATE)
+    append_batch([(track, fresh)])
+    assert list(track.t) == [10_000_000 - LATE, 10_000_000]
+
+
+def test_fixes_outside_a_shift_are_never_kept() -> None:
+    track = Track()
+    fixes = _route(60)
+    start, end = fixes[10][0], fixes[40][0]
+    for f in fixes[:30]:
+        track.offer(f, LATE)
+    # the shift start is not known yet: the fixes wait (not in the track, not shown)
+    fresh, _, _ = track.settle([], LATE)
+    assert fresh == [] and len(track.quarantine) == 30
+    fresh, _, _ = track.settle([(start, None)], LATE)  # ShiftStarted read: promoted
+    append_batch([(track, fresh)])
+    assert list(track.t) == [f[0] for f in fixes[10:30]]
+    for f in fixes[30:]:
+        track.offer(f, LATE)
+    fresh, _, _ = track.settle([(start, None)], LATE)
+    append_batch([(track, fresh)])
+    # ShiftEnded read after fixes past it: those are removed, the last position goes
+    _, _, removed = track.settle([(start, end)], LATE, shifts_changed_from=end)
+    assert removed == end
+    assert list(track.t) == [f[0] for f in fixes[10:41]]
+    assert track.last is not None and track.last[0] == end
+    assert track.odo[-1] - track.odo[0] == _expected(fixes[10:41])[-1]
+    # quarantined fixes that no shift covers (the 10 before the shift, one after it) are
+    # dropped once 15 minutes stale
+    track.offer((end + 60_000, 42.0, 1.0, None, None), LATE)
+    track.settle([(start, end)], LATE)
+    assert [f[0] for f in track.quarantine] == [f[0] for f in fixes[:10]] + [end + 60_000]
+    track.offer((end + LATE + 120_000, 42.0, 1.0, None, None), LATE)
+    track.settle([(start, end)], LATE)
+    assert [f[0] for f in track.quarantine] == [end + LATE + 120_000]
+
+
+def test_restore_and_prune_keep_every_distance() -> None:
+    fixes = _route(200)
+    track = _feed(fixes, 10, [(0, None)])
+    a, b = fixes[50][0], fixes[150][0]
+    driven = track.driven_mm(a, b)
+    restored = Track.restore(track.points(), newest=track.newest, quarantine=[])
+    assert restored.driven_mm(a, b) == driven
+    assert track.prune_before(fixes[40][0])
+    assert track.driven_mm(a, b) == driven
+    assert track.shift_mm(0, None) == _expected(fixes[40:])[-1]
