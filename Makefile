@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 DEMO_DIR := fieldstream-data/demo
 
 # The demo starts from an empty directory of its own each time (a second run would otherwise
-# ingest the same simulated day again).
+# ingest the same simulated day again). It serves the live map until Ctrl-C or the day's end;
+# DEMO_ARGS adds options, e.g. make demo DEMO_ARGS="--duration 60 --port 0".
+DEMO_ARGS ?=
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/fieldstream demo --data-dir $(DEMO_DIR)
+	$(BIN)/fieldstream demo --data-dir $(DEMO_DIR) --clock 30x --technicians 50 $(DEMO_ARGS)
 
 test: $(STAMP) lint typecheck unit
 
