@@ -277,6 +277,7 @@ async def evaluate_day(args: argparse.Namespace, show: bool) -> dict[str, Any]:
                 gps_records=await read_topic(log, "fs.gps"),
                 sites=sites,
                 graph=graph,
+                horizons_min=getattr(args, "horizons", None) or (60, 30, 10),
             )
         finally:
             store.close()
@@ -285,6 +286,12 @@ async def evaluate_day(args: argparse.Namespace, show: bool) -> dict[str, Any]:
 
 
 def cmd_eval_eta(args: argparse.Namespace, config: Config) -> int:
+    if getattr(args, "traces", None) is not None:  # recorded trips: see gateway/traces.py
+        from gateway.traces import cmd_eval_traces
+
+        return cmd_eval_traces(args, _load_graph(args.roads))
+    if getattr(args, "predictions", None) is not None or getattr(args, "skip_bad", False):
+        raise CliError("--predictions and --skip-bad go with --traces")
     result = asyncio.run(evaluate_day(args, args.format == "table"))
     if args.format == "json":
         emit([], fmt="json", extra=result)
@@ -511,37 +518,20 @@ def cmd_simulate(args: argparse.Namespace, config: Config) -> int:
     if args.truth is not None:
         summary["truth rows"] = write_truth(sim, args.truth)
         summary["truth file"] = str(args.truth)
+    if getattr(args, "export_traces", None) is not None:
+        from simulator.traces import write_traces
+
+        summary["trips exported"] = write_traces(sim, args.export_traces)
+        summary["traces file"] = str(args.export_traces)
     emit([summary], fmt=args.format, title="simulated day", columns=list(summary))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
-    if not config.kafka and (config.data_dir / "log.sqlite3").exists():
-        raise CliError(
-            f"{config.data_dir} already holds a log; the demo writes a whole simulated day, so "
-            "give it a new directory with --data-dir (make demo uses fieldstream-data/demo)"
-        )
-    show = args.format == "table"
-    sim = run_simulation(args, show)
-    report = asyncio.run(simulate_into_log(config, sim, Clock.parse(args.clock), show))
-    totals = asyncio.run(run_pipeline(config, until_idle=True, show=show))
-    rows = asyncio.run(topic_summary(config))
-    emit(
-        rows,
-        fmt=args.format,
-        title=f"a simulated day in Andorra, ingested and processed in the {config.describe()}",
-        extra={
-            "events": report.records,
-            "accepted": report.accepted,
-            "rejected at ingest": report.rejected,
-            "rejected by the pipeline": sum(
-                n for name, n in totals.items() if ".rejected." in name
-            ),
-            "arrivals detected by geofence": totals.get("fleet.geofence.TechnicianArrived", 0),
-            "credit": "Map data © OpenStreetMap contributors, ODbL",
-        },
-    )
-    return 0 if report.rejected == 0 else 1
+    """The live demo: see gateway/serving.py."""
+    from gateway import serving
+
+    return serving.cmd_demo(args, config)
 
 
 def _simulation_options(p: argparse.ArgumentParser, technicians: int, hours: float) -> None:
@@ -632,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval-eta", help="score the ETA engine on a simulated day vs baselines")
     _simulation_options(p, technicians=30, hours=9.0)
+    from gateway.traces import add_eval_options  # --traces FILE.csv and its options
+
+    add_eval_options(p)
     _common(p)
     p.set_defaults(handler=cmd_eval_eta)
 
@@ -654,13 +647,25 @@ def build_parser() -> argparse.ArgumentParser:
     _simulation_options(p, technicians=50, hours=9.0)
     p.add_argument("--out", type=Path, help="write JSON lines here instead of into the log")
     p.add_argument("--truth", type=Path, help="write the ground truth (one visit a line) here")
+    p.add_argument(
+        "--export-traces",
+        type=Path,
+        metavar="FILE.csv",
+        help="also write the day's drives as GPS traces (the format of eval-eta --traces)",
+    )
     _common(p)
     p.set_defaults(handler=cmd_simulate)
 
-    p = sub.add_parser("demo", help="simulate a day, ingest and process it, summarise the log")
+    from gateway import serving  # the live commands live in a module of their own
+
+    p = sub.add_parser(
+        "demo", help="a simulated day, live: the feed, the pipeline and the map, together"
+    )
     _simulation_options(p, technicians=20, hours=9.0)
+    serving.demo_options(p)
     _common(p, FORMATS)
     p.set_defaults(handler=cmd_demo)
+    serving.add_parsers(sub)
 
     roads = sub.add_parser("roads", help="road graphs from OpenStreetMap")
     roads_sub = roads.add_subparsers(dest="roads_command", required=True, metavar="ACTION")
@@ -670,6 +675,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="a name for the region (default: from the file name)")
     _common(p)
     p.set_defaults(handler=cmd_roads_build)
+
+    from gateway import kpi, report  # their handlers live in modules of their own
+
+    kpi.add_parser(sub)
+    report.add_parser(sub)
 
     for register in _EXTENSIONS:
         register(sub)
