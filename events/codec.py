@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
@@ -483,3 +483,103 @@ def to_document(event: Event) -> dict[str, Any]:
 def encode(event: Event) -> bytes:
     """The event as compact UTF-8 JSON bytes (deterministic: same event, same bytes)."""
     return orjson.dumps(to_document(event))
+
+
+# -- pings a column at a time ----------------------------------------------------------------
+
+_PING_MARKERS: dict[str, bytes] = {
+    "id": b"@@ID@@",
+    "time": b"1970-01-01T00:00:00.000",
+    "subject": b"@@SUBJECT@@",
+    "technician_id": b"@@TECH@@",
+    "lat": b"11.125",
+    "lon": b"22.125",
+    "speed_mps": b"33.125",
+    "heading_deg": b"44.125",
+    "accuracy_m": b"55.125",
+}
+
+
+@lru_cache(maxsize=16)
+def _ping_template(source: str, with_accuracy: bool) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
+    """:func:`encode`'s own JSON of a sample fix, cut at each field that varies: the pieces
+    and the fields between them (so the column path cannot drift from the codec)."""
+    from events.kinds import GpsPinged
+
+    sample = GpsPinged(
+        id="@@ID@@",
+        source=source,
+        time=0,
+        subject="@@SUBJECT@@",
+        technician_id="@@TECH@@",
+        lat=11.125,
+        lon=22.125,
+        speed_mps=33.125,
+        heading_deg=44.125,
+        accuracy_m=55.125 if with_accuracy else None,
+    )
+    raw = encode(sample)
+    found = []
+    for name, marker in _PING_MARKERS.items():
+        if name == "accuracy_m" and not with_accuracy:
+            continue
+        if raw.count(marker) != 1:
+            raise RuntimeError(f"GPS template: marker for {name} found {raw.count(marker)} times")
+        found.append((raw.index(marker), name, marker))
+    found.sort()
+    pieces, fields, at = [], [], 0
+    for pos, name, marker in found:
+        pieces.append(raw[at:pos])
+        fields.append(name)
+        at = pos + len(marker)
+    pieces.append(raw[at:])
+    return tuple(pieces), tuple(fields)
+
+
+def _float_texts(values: Any) -> list[bytes]:
+    """orjson's own text of each float, as :func:`encode` writes it (NaN comes out null)."""
+    return orjson.dumps(values.tolist())[1:-1].split(b",") if len(values) else []
+
+
+def encode_ping_columns(
+    source: str,
+    ids: Sequence[bytes],
+    time_ms: Any,
+    technicians: Sequence[bytes],
+    lat: Any,
+    lon: Any,
+    speed_mps: Any,
+    heading_deg: Any,
+    accuracy_m: Any = None,
+) -> list[bytes]:
+    """``GpsPinged`` events encoded byte for byte as :func:`encode` would, a column at a time
+    (numpy arrays for times in ms and the floats; NaN: none, ``null``; no ``accuracy_m``
+    column: none). ``ids`` and ``technicians`` are JSON string contents (escaped, without
+    the quotes); the subject is the technician. For bulk producers (the simulator, the trace
+    importer), several times faster than encoding one event at a time."""
+    if len(time_ms) == 0:
+        return []
+    import numpy as np
+
+    pieces, fields = _ping_template(source, accuracy_m is not None)
+    stamps = np.datetime_as_string(np.asarray(time_ms).astype("datetime64[ms]"), unit="ms")
+    columns: dict[str, Sequence[bytes]] = {
+        "id": ids,
+        "time": stamps.astype("S").tolist(),
+        "subject": technicians,
+        "technician_id": technicians,
+        "lat": _float_texts(lat),
+        "lon": _float_texts(lon),
+        "speed_mps": _float_texts(speed_mps),
+        "heading_deg": _float_texts(heading_deg),
+    }
+    if accuracy_m is not None:
+        columns["accuracy_m"] = _float_texts(accuracy_m)
+    parts: list[bytes] = [b""] * (2 * len(pieces) - 1)
+    parts[0::2] = pieces
+    join = b"".join
+    out = []
+    for row in zip(*(columns[name] for name in fields), strict=True):
+        parts[1::2] = row
+        out.append(join(parts))
+    return out

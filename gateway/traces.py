@@ -91,7 +91,7 @@ import orjson
 from events import kinds as k
 from events.base import Event
 from events.catalog import TOPIC_OF
-from events.codec import decode_trusted, encode
+from events.codec import decode_trusted, encode, encode_ping_columns
 from gateway.evaluate import MINUTE_MS, score
 from simulator.traces import TRACE_COLUMNS
 from streams.log import OutRecord
@@ -539,44 +539,6 @@ def prepare(raw: RawTraces, graph: RoadGraph, rules: TraceRules = TraceRules()) 
 # -- events ----------------------------------------------------------------------------------
 
 
-def _ping_template() -> tuple[tuple[bytes, ...], tuple[str, ...]]:
-    """``encode``'s own JSON of a sample fix, cut at each field that varies: the pieces and
-    the field between each two (so the fast path cannot drift from the codec)."""
-    markers = {
-        "id": b"@@ID@@",
-        "time": b"1970-01-01T00:00:00.000Z",
-        "subject": b"@@SUBJECT@@",
-        "technician_id": b"@@TECH@@",
-        "lat": b"11.125",
-        "lon": b"22.125",
-        "speed_mps": b"33.125",
-        "heading_deg": b"44.125",
-    }
-    sample = k.GpsPinged(
-        id="@@ID@@",
-        source=SOURCE,
-        time=0,
-        subject="@@SUBJECT@@",
-        technician_id="@@TECH@@",
-        lat=11.125,
-        lon=22.125,
-        speed_mps=33.125,
-        heading_deg=44.125,
-    )
-    raw = encode(sample)
-    found = sorted((raw.index(marker), name, marker) for name, marker in markers.items())
-    pieces, names, at = [], [], 0
-    for pos, name, marker in found:
-        pieces.append(raw[at:pos])
-        names.append(name)
-        at = pos + len(marker)
-    pieces.append(raw[at:])
-    return tuple(pieces), tuple(names)
-
-
-_PIECES, _FIELDS = _ping_template()
-
-
 def encode_pings(
     ids: Sequence[bytes],
     time_ms: IntArray,
@@ -586,33 +548,10 @@ def encode_pings(
     speed_mps: FloatArray,
     heading_deg: FloatArray,
 ) -> list[bytes]:
-    """``GpsPinged`` events encoded byte for byte as :func:`events.codec.encode` would, a
-    column at a time (NaN speed or heading: none, ``null``; no accuracy). ``ids`` and
-    ``technicians`` are JSON string contents (escaped, without the quotes)."""
-    if len(time_ms) == 0:
-        return []
-    stamps = np.datetime_as_string(time_ms.astype("datetime64[ms]"), unit="ms")
-
-    def numbers(values: FloatArray) -> list[bytes]:
-        # orjson's own text of each float, as encode() writes it (NaN comes out as null)
-        return orjson.dumps(values.tolist())[1:-1].split(b",")
-
-    columns: dict[str, Sequence[bytes]] = {
-        "id": ids,
-        "time": [s + b"Z" for s in stamps.astype("S").tolist()],
-        "subject": technicians,
-        "technician_id": technicians,
-        "lat": numbers(lat),
-        "lon": numbers(lon),
-        "speed_mps": numbers(speed_mps),
-        "heading_deg": numbers(heading_deg),
-    }
-    p0, p1, p2, p3, p4, p5, p6, p7, p8 = _PIECES
-    join = b"".join
-    return [
-        join((p0, a, p1, b, p2, c, p3, d, p4, e, p5, f, p6, g, p7, h, p8))
-        for a, b, c, d, e, f, g, h in zip(*(columns[name] for name in _FIELDS), strict=True)
-    ]
+    """``GpsPinged`` events of the importer, encoded byte for byte as
+    :func:`events.codec.encode` would, a column at a time (NaN speed or heading: none; no
+    accuracy). ``ids`` and ``technicians`` are JSON string contents."""
+    return encode_ping_columns(SOURCE, ids, time_ms, technicians, lat, lon, speed_mps, heading_deg)
 
 
 def motion(trips: Trips, rules: TraceRules = TraceRules()) -> tuple[FloatArray, FloatArray]:

@@ -17,13 +17,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import orjson
 
-from events import kinds as k
 from events.base import Event
 from events.catalog import TOPIC_OF
-from events.codec import encode
+from events.codec import encode, encode_ping_columns
 from simulator.engine import APP, Simulation
 from simulator.world import IntArray
 
@@ -44,58 +42,6 @@ class SimRecord(NamedTuple):
     value: bytes
 
 
-_MARKERS: dict[str, bytes] = {
-    "id": b"@@ID@@",
-    "time": b"1970-01-01T00:00:00.000",
-    "subject": b"@@SUBJECT@@",
-    "technician_id": b"@@TECH@@",
-    "lat": b"11.125",
-    "lon": b"22.125",
-    "speed_mps": b"33.125",
-    "heading_deg": b"44.125",
-    "accuracy_m": b"55.125",
-}
-
-
-def _ping_template() -> tuple[tuple[bytes, ...], tuple[str, ...]]:
-    """Cut ``encode``'s JSON of a sample fix at each field: ``(pieces, field order)``."""
-    sample = k.GpsPinged(
-        id="@@ID@@",
-        source=APP,
-        time=0,
-        subject="@@SUBJECT@@",
-        technician_id="@@TECH@@",
-        lat=11.125,
-        lon=22.125,
-        speed_mps=33.125,
-        heading_deg=44.125,
-        accuracy_m=55.125,
-    )
-    raw = encode(sample)
-    found = []
-    for name, marker in _MARKERS.items():
-        if raw.count(marker) != 1:
-            raise RuntimeError(f"GPS template: marker for {name} found {raw.count(marker)} times")
-        found.append((raw.index(marker), name, marker))
-    found.sort()
-    pieces, fields, at = [], [], 0
-    for pos, name, marker in found:
-        pieces.append(raw[at:pos])
-        fields.append(name)
-        at = pos + len(marker)
-    pieces.append(raw[at:])
-    return tuple(pieces), tuple(fields)
-
-
-_PIECES, _FIELDS = _ping_template()
-
-
-def _numbers(values: np.ndarray[Any, Any]) -> list[bytes]:
-    """orjson's own text for each float (NaN -> ``null``, as orjson writes None)."""
-    text = orjson.dumps(values.tolist())
-    return text[1:-1].split(b",") if len(values) else []
-
-
 def encode_pings(sim: Simulation, rows: IntArray) -> list[bytes]:
     """The encoded ``GpsPinged`` of fixes ``rows`` of ``sim.pings`` (byte-identical to
     :func:`events.codec.encode` of :meth:`Simulation.ping_event`)."""
@@ -105,24 +51,17 @@ def encode_pings(sim: Simulation, rows: IntArray) -> list[bytes]:
     prefix = sim.id_prefix
     tech_text = [orjson.dumps(t)[1:-1] for t in sim.technicians.ids]
     techs = [tech_text[i] for i in p.tech[rows].tolist()]
-    stamps = np.datetime_as_string(p.time_ms[rows].astype("datetime64[ms]"), unit="ms")
-    columns = {
-        "id": [f"{prefix}{s:09d}".encode() for s in p.seq[rows].tolist()],
-        "time": stamps.astype("S").tolist(),
-        "subject": techs,
-        "technician_id": techs,
-        "lat": _numbers(p.lat[rows]),
-        "lon": _numbers(p.lon[rows]),
-        "speed_mps": _numbers(p.speed_mps[rows]),
-        "heading_deg": _numbers(p.heading_deg[rows]),
-        "accuracy_m": _numbers(p.accuracy_m[rows]),
-    }
-    p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 = _PIECES
-    join = b"".join
-    return [
-        join((p0, a, p1, b, p2, c, p3, d, p4, e, p5, f, p6, g, p7, h, p8, i, p9))
-        for a, b, c, d, e, f, g, h, i in zip(*(columns[name] for name in _FIELDS), strict=True)
-    ]
+    return encode_ping_columns(
+        APP,
+        [f"{prefix}{s:09d}".encode() for s in p.seq[rows].tolist()],
+        p.time_ms[rows],
+        techs,
+        p.lat[rows],
+        p.lon[rows],
+        p.speed_mps[rows],
+        p.heading_deg[rows],
+        p.accuracy_m[rows],
+    )
 
 
 def records(sim: Simulation) -> Iterator[SimRecord]:

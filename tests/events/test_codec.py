@@ -123,3 +123,44 @@ def test_trusted_decoding_falls_back_to_the_validator() -> None:
         "data.home_lat",
     )
     assert isinstance(decode_trusted(b"\xff"), Rejection)
+
+
+def test_pings_encoded_a_column_at_a_time_are_the_codecs_bytes() -> None:
+    import numpy as np
+
+    from events.codec import encode_ping_columns
+
+    times = np.array([1_795_400_000_123, 1_795_400_001_000], dtype=np.int64)
+    lat, lon = np.array([42.5, 42.51]), np.array([1.5, 1.52])
+    speed, heading = np.array([3.25, np.nan]), np.array([np.nan, 270.0])
+    accuracy = np.array([4.0, 12.5])
+    for with_accuracy in (True, False):
+        got = encode_ping_columns(
+            "src/x",
+            [b"p-1", b'p-\\"2'],
+            times,
+            [b"T-1", b"T-2"],
+            lat,
+            lon,
+            speed,
+            heading,
+            accuracy if with_accuracy else None,
+        )
+        want = [
+            encode(
+                kinds.GpsPinged(
+                    id=["p-1", 'p-"2'][i],
+                    source="src/x",
+                    time=int(times[i]),
+                    subject=["T-1", "T-2"][i],
+                    technician_id=["T-1", "T-2"][i],
+                    lat=float(lat[i]),
+                    lon=float(lon[i]),
+                    speed_mps=None if np.isnan(speed[i]) else float(speed[i]),
+                    heading_deg=None if np.isnan(heading[i]) else float(heading[i]),
+                    accuracy_m=float(accuracy[i]) if with_accuracy else None,
+                )
+            )
+            for i in range(2)
+        ]
+        assert got == want
