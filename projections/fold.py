@@ -109,6 +109,8 @@ class Changes:
     """(chunk number, the batch's new ETA points) to insert."""
     eta_reset: bool = False
     """Delete every ETA chunk first (the chunks were compacted into one)."""
+    chunk_prunes: list[tuple[str, int]] = field(default_factory=list)
+    """(technician, time): delete the chunks whose fixes are all older (a pruned track)."""
     chunk_resets: list[str] = field(default_factory=list)
     """Technicians whose chunks are all deleted first (a purge or prune rewrote the track)."""
     kpi: list[tuple[str, str, str, str, float | None]] = field(default_factory=list)
@@ -656,15 +658,19 @@ class Projection(Views):
             cutoff = track.newest - self.settings.retain_track_ms
             pruned = track.start is not None and track.start < cutoff - HOUR_MS
             if pruned:
-                for start, end in tech.shifts():  # final by now: keep what the fixes said
-                    if start < cutoff:
-                        day = self.day(start)
-                        tech.km_cache[day] = tech.km_cache.get(day, 0) + track.shift_mm(start, end)
+                days = {self.day(s) for s, _ in tech.shifts() if s < cutoff}
+                for day in days:  # final by now: keep what the fixes said
+                    if day not in tech.km_cache:
+                        tech.km_cache[day] = sum(
+                            track.shift_mm(s, e) for s, e in tech.shifts() if self.day(s) == day
+                        )
                 track.prune_before(cutoff)
                 tech.track_pruned = True
+                tech.track_cut = cutoff
+                out.chunk_prunes.append((tid, cutoff))  # chunks holding only older fixes
             tech.track_newest = track.newest
             tech.track_quarantine = list(track.quarantine)
-            if removed is not None or pruned:
+            if removed is not None:
                 out.chunk_resets.append(tid)
                 tech.next_chunk = 0
                 self._chunk(out, tech, track.points())
@@ -704,9 +710,8 @@ class Projection(Views):
         number = tech.next_chunk
         tech.next_chunk += 1  # before the state is taken: a restart continues after this one
         state = orjson.dumps(track_doc(tech))
-        out.chunks.append(
-            (tech.id, number, fixes[-1][0] if fixes else -1, pack_fixes(fixes), state)
-        )
+        newest = max(f[0] for f in fixes) if fixes else tech.track_newest
+        out.chunks.append((tech.id, number, newest, pack_fixes(fixes), state))
 
     def _expand(
         self,
@@ -791,6 +796,10 @@ class Projection(Views):
         old = self._refs.get(subject, frozenset())
         if old != refs:
             self._refs[subject] = refs
+            for ref in old - refs:
+                self._td_subjects.get(ref, set()).discard(subject)
+            for ref in refs - old:
+                self._td_subjects.setdefault(ref, set()).add(subject)
         techdays |= old | refs
 
     # -- rows -------------------------------------------------------------------------------------
@@ -870,8 +879,9 @@ class Projection(Views):
         for tid, tech in self.techs.items():
             if tid not in points and tech.track_newest == -(2**62):
                 continue
+            cut = tech.track_cut
             self.tracks[tid] = Track.restore(
-                points.get(tid, []),
+                [p for p in points.get(tid, []) if cut is None or p[0] >= cut],
                 newest=tech.track_newest,
                 quarantine=tech.track_quarantine,
             )

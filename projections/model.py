@@ -98,6 +98,8 @@ class Technician:
         default_factory=list
     )
     track_pruned: bool = False
+    track_cut: int | None = None
+    """Fixes before this time were pruned (persisted chunks may still hold some)."""
     _shifts: list[tuple[int, int | None]] | None = field(default=None, repr=False, compare=False)
 
     def shifts_changed(self) -> None:
@@ -245,6 +247,7 @@ def track_doc(tech: Technician) -> dict[str, Any]:
         "newest": tech.track_newest,
         "quarantine": tech.track_quarantine,
         "pruned": tech.track_pruned,
+        "cut": tech.track_cut,
     }
 
 
@@ -271,6 +274,7 @@ def track_into(tech: Technician, doc: dict[str, Any]) -> None:
     tech.track_newest = doc["newest"]
     tech.track_quarantine = [f for f in (_fix(r) for r in doc["quarantine"]) if f is not None]
     tech.track_pruned = doc["pruned"]
+    tech.track_cut = doc["cut"]
 
 
 def input_doc(item: Input) -> dict[str, Any]:

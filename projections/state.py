@@ -65,6 +65,9 @@ class ProjectionState:
         self._latest_arrival: dict[str, int] = {}
         self._td_mm: dict[tuple[str, str], int] = {}
         self._refs: dict[Subject, frozenset[tuple[str, str]]] = {}
+        """The technician-days each subject feeds (its arrival, completion, invoice days)."""
+        self._td_subjects: dict[tuple[str, str], set[Subject]] = {}
+        """The other way round: technician-day -> the subjects that feed it."""
         self._td_base: dict[tuple[str, str], dict[str, int | bool]] = {}
         # rows as last written (only changes are written)
         self.written_kpi: dict[GroupKey, dict[str, float | None]] = {}

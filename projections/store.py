@@ -122,6 +122,7 @@ _SQL = {
     "eta_chunks": _upsert("kp_eta", ("chunk", "data"), ("chunk",)),
     "docs_deleted": "DELETE FROM {p}kp_docs WHERE kind = ? AND id = ?",
     "chunk_reset": "DELETE FROM {p}kp_track WHERE technician_id = ?",
+    "chunk_prune": "DELETE FROM {p}kp_track WHERE technician_id = ? AND newest < ?",
     "chunks": _upsert("kp_track", ("technician_id", "chunk", "newest", "data", "state"),
                       ("technician_id", "chunk")),
     "kpi": _upsert("kp_kpi", ("day", "dimension", "grp", "metric", "value"),
@@ -196,6 +197,8 @@ class ProjectionStore(abc.ABC):
                 cur.execute(sql(_SQL["eta_reset"]))
             if changes.eta_chunks:
                 cur.executemany(sql(_SQL["eta_chunks"]), changes.eta_chunks)
+            if changes.chunk_prunes:  # before this batch's chunks (which carry the state)
+                cur.executemany(sql(_SQL["chunk_prune"]), changes.chunk_prunes)
             if changes.chunk_resets:
                 cur.executemany(sql(_SQL["chunk_reset"]), [(t,) for t in changes.chunk_resets])
             for name in ("docs", "chunks", "kpi", "facts", "live_technicians", "live_work_orders"):

@@ -278,9 +278,16 @@ class Subjects(ProjectionState):
         visits = 0
         leg_ms = 0
         work_ms = 0
+        revenue = 0
         jobs: set[str] = set()
-        for wo, n in self.visits_by_tech.get(tid, ()):
-            v = self.orders[wo].visits[n - 1]
+        for subject in self._td_subjects.get((tid, day), ()):
+            if subject[0] == "input":
+                item = self.inputs[subject[1]]
+                if item.kind == "InvoiceIssued" and item.data is not None:
+                    revenue += round(float(item.data["amount"]) * 100)
+                continue
+            wo = subject[1]
+            v = self.orders[wo].visits[int(subject[2]) - 1]
             a = v.arrived_at
             if a is not None and self.day(a) == day:
                 visits += 1
@@ -289,16 +296,6 @@ class Subjects(ProjectionState):
             if v.completed_at is not None and self.day(v.completed_at) == day:
                 jobs.add(wo)
                 work_ms += v.work_ms()
-        revenue = 0
-        for item_id in self.inputs_by_tech.get(tid, ()):
-            item = self.inputs[item_id]
-            if (
-                item.kind == "InvoiceIssued"
-                and item.data is not None
-                and item.technician == tid
-                and self.day(item.time) == day
-            ):
-                revenue += round(float(item.data["amount"]) * 100)
         c: dict[str, int | bool] = {
             "td_n": 1,
             "td_jobs": len(jobs),

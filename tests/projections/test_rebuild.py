@@ -88,3 +88,25 @@ def test_incremental_and_rebuilt_on_postgres_equal_sqlite(
     finally:
         _drop(rebuilt_url)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_the_stage_reports_what_the_pipeline_runner_meters(
+    processed_day: ProcessedDay, tmp_path: Path
+) -> None:
+    """Positions and per-topic counts, as the pipeline's stages give them (for metrics)."""
+    from projections.stage import ProjectionStage
+    from streams.embedded import EmbeddedLog
+    from tests.support import run
+
+    async def body() -> None:
+        log = EmbeddedLog.open(processed_day.data_dir)
+        stage = ProjectionStage(log, lambda: SqliteProjectionStore(tmp_path / "p.sqlite3"))
+        stats = await stage.step(None)
+        assert stats.records == sum(stats.by_topic.values()) > 0
+        assert set(stats.by_topic) <= set(stage.inputs)
+        moved = {tp: o for tp, o in stage.positions.items() if o}
+        assert sum(moved.values()) == stats.records
+        stage.close()
+        await log.close()
+
+    run(body())
