@@ -22,6 +22,12 @@ empirical distribution. This is quantile recalibration (Kuleshov et al., 2018) w
 scale per prediction, done online: if the base model is too narrow, too wide or biased, the
 residual quantiles move until the coverage is nominal again, and they keep following it.
 
+The level each end is read at is itself adapted (:meth:`Calibrator.feedback`, adaptive
+conformal inference): when an arrival is observed, every window kept for it says whether the
+arrival fell below, inside or above it, and the level of that end moves against the miss. The
+buffers give the shape of the errors; the levels correct what the buffers are slow to see,
+such as errors that drift during the day. The levels stay within ``adapt_band`` of nominal.
+
 Cold start: each bucket starts with ``prior_weight`` pseudo-residuals drawn from what a
 calibrated normal base model would give (evenly spaced quantiles), so the first few real
 residuals nudge rather than jerk the windows; their weight stays fixed, so with ``capacity``
@@ -52,6 +58,8 @@ class CalibrationConfig:
     prior_weight: float = 30.0
     prior_points: int = 40
     min_scale_s: float = 30.0
+    adapt_rate: float = 0.0
+    adapt_band: float = 0.7
 
 
 def residual(
@@ -85,6 +93,9 @@ class Calibrator:
         n_buckets = self.n_horizons * config.classes
         self.buffers: list[list[float]] = [[] for _ in range(n_buckets)]
         self.heads: list[int] = [0] * n_buckets
+        self.adjusted: list[list[float]] = [[lo, hi] for _ in range(n_buckets)]
+        """Per bucket, the residual quantile levels the window's ends are read at (nominal
+        until :meth:`feedback` moves them)."""
         self._tables: list[tuple[FloatArray, FloatArray] | None] = [None] * n_buckets
 
     @property
@@ -119,6 +130,27 @@ class Calibrator:
             buffer[self.heads[bucket]] = float(value)
             self.heads[bucket] = (self.heads[bucket] + 1) % self.config.capacity
         self._tables[bucket] = None
+
+    def feedback(self, bucket: int, below: bool, above: bool) -> None:
+        """Whether a calibrated window of ``bucket`` missed its arrival below or above.
+
+        Adaptive conformal inference (Gibbs and Candes, 2021), one end at a time: each miss
+        moves that end's level outwards by ``adapt_rate * (1 - nominal share)``, each hit
+        inwards by ``adapt_rate * nominal share``, so the ends settle where the realised miss
+        rates equal the nominal ones whatever the residuals' drift (the buffers lag: they
+        hold the last few hundred arrivals, the morning's with the afternoon's).
+        """
+        rate = self.config.adapt_rate
+        if rate <= 0.0:
+            return
+        lo_target = self.config.levels[0]
+        hi_target = 1.0 - self.config.levels[2]
+        levels = self.adjusted[bucket]
+        band = self.config.adapt_band
+        lo_min, lo_max = lo_target * (1.0 - band), lo_target * (1.0 + band)
+        hi_min, hi_max = 1.0 - hi_target * (1.0 + band), 1.0 - hi_target * (1.0 - band)
+        levels[0] = min(max(levels[0] - rate * (float(below) - lo_target), lo_min), lo_max)
+        levels[1] = max(min(levels[1] + rate * (float(above) - hi_target), hi_max), hi_min)
 
     def _table(self, bucket: int) -> tuple[FloatArray, FloatArray]:
         """Sorted residuals (prior and observed) and their mid-point cumulative weights."""
@@ -156,8 +188,10 @@ class Calibrator:
         up = np.maximum(hi - mid, floor)
         down = np.maximum(mid - lo, floor)
         outer = []
-        for level in (self.config.levels[0], self.config.levels[2]):
-            r = np.array([self.residual_quantile(b, level) for b in range(self.n_buckets)])
+        for end in (0, 1):
+            r = np.array(
+                [self.residual_quantile(b, self.adjusted[b][end]) for b in range(self.n_buckets)]
+            )
             rb = r[buckets]
             outer.append(mid + np.where(rb >= 0, rb * up, rb * down))
         new_lo, new_hi = outer
@@ -194,9 +228,14 @@ class Calibrator:
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        return {"buffers": [list(b) for b in self.buffers], "heads": list(self.heads)}
+        return {
+            "buffers": [list(b) for b in self.buffers],
+            "heads": list(self.heads),
+            "adjusted": [list(a) for a in self.adjusted],
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.buffers = [[float(v) for v in b] for b in state["buffers"]]
         self.heads = [int(h) for h in state["heads"]]
+        self.adjusted = [[float(lo), float(hi)] for lo, hi in state["adjusted"]]
         self._tables = [None] * len(self.buffers)

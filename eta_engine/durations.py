@@ -16,6 +16,14 @@ recent jobs ("use recent job times to set honest ranges") and an effective sampl
 ``1 / (1 - decay)`` jobs. The predictive ``sigma`` includes the uncertainty of ``mu``, so a job
 type seen twice gets a wider range than one seen fifty times.
 
+Work still under way counts too (:meth:`DurationModel.set_open`): a job started ``e`` seconds
+ago and not finished is a *right-censored* observation, ``duration > e``. Learning from
+completed jobs alone is biased short whenever jobs started at about the same time (a morning):
+the first to complete are the short ones, and the long ones say nothing until they end. Each
+open job is imputed with the moments of its type's current estimate truncated below at
+``log e`` (the E-step of EM for censored normal data, repeated ``censor_iterations`` times to
+a fixed point), and counts with weight one next to the completed jobs.
+
 Default prior: median 60 min, log-sd 0.5 (80 % of jobs between 32 and 114 min), a generic
 field-service job (industry mean times to repair are typically 1-2 h). It only matters until
 the first completions come in.
@@ -40,10 +48,26 @@ Besides jobs, three small quantities shape a technician's chain (:class:`Overhea
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 ALL = "*"
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+
+
+def truncated_moments(mu: float, sd: float, low: float) -> tuple[float, float]:
+    """``(E[X], E[X^2])`` of ``X ~ N(mu, sd^2)`` conditioned on ``X > low``."""
+    alpha = (low - mu) / sd
+    tail = 0.5 * math.erfc(alpha / _SQRT2)
+    if tail < 1e-12:
+        # Far in the tail the conditional law piles up just above ``low``.
+        return low, low * low
+    lam = math.exp(-0.5 * alpha * alpha) / _SQRT2PI / tail
+    mean = mu + sd * lam
+    var = sd * sd * max(1.0 + alpha * lam - lam * lam, 1e-9)
+    return mean, var + mean * mean
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +95,7 @@ class DurationConfig:
     start_delay_log_sd: float = 0.8
     overhead_prior_n: float = 3.0
     min_seconds: float = 30.0
+    censor_iterations: int = 3
 
 
 class Sums:
@@ -104,17 +129,65 @@ class DurationModel:
     def __init__(self, config: DurationConfig = DurationConfig()) -> None:
         self.config = config
         self.sums: dict[str, Sums] = {}
+        self._open: list[tuple[str, bool, float]] = []
+        self._censored: dict[str, Sums] = {}
         self._cache: dict[tuple[str, bool, str | None], tuple[float, float]] = {}
+        self._within: dict[tuple[str, bool, str | None], float] = {}
+
+    def _clear(self) -> None:
+        self._cache.clear()
+        self._within.clear()
 
     def _get(self, key: str) -> Sums:
         found = self.sums.get(key)
-        return found if found is not None else Sums()
+        extra = self._censored.get(key)
+        if extra is None:
+            return found if found is not None else Sums()
+        if found is None:
+            return extra
+        return Sums(found.n + extra.n, found.s1 + extra.s1, found.s2 + extra.s2)
+
+    def set_open(self, jobs: Iterable[tuple[str, int, float]]) -> None:
+        """The jobs under way now, as ``(job_type, visit, seconds on site so far)``.
+
+        Replaces the previous set (it is not state: the caller passes it again, from its own
+        state, before each use). Each counts as a job known to last longer than that (see the
+        module docstring); estimates change accordingly until the next call.
+        """
+        cfg = self.config
+        open_jobs = sorted(
+            (job_type, visit > 1, max(seconds, cfg.min_seconds))
+            for job_type, visit, seconds in jobs
+        )
+        if open_jobs == self._open:
+            return
+        self._open = open_jobs
+        self._censored = {}
+        self._clear()
+        for _ in range(cfg.censor_iterations if open_jobs else 0):
+            censored: dict[str, Sums] = {}
+            for job_type, again, seconds in open_jobs:
+                mu, var = self._level(job_type, again)
+                m1, m2 = truncated_moments(mu, math.sqrt(var), math.log(seconds))
+                keys = [f"revisit:{job_type}"] if again else [ALL, f"type:{job_type}"]
+                for key in keys:
+                    sums = censored.get(key)
+                    if sums is None:
+                        sums = censored[key] = Sums()
+                    sums.n += 1.0
+                    sums.s1 += m1
+                    sums.s2 += m2
+            self._censored = censored
+            self._clear()
 
     def observe(self, job_type: str, visit: int, technician: str | None, seconds: float) -> None:
         """A job of ``job_type`` took ``seconds`` on site (work started to completed)."""
         cfg = self.config
         value = math.log(max(seconds, cfg.min_seconds))
-        self._cache.clear()
+        self._clear()
+        # The censored part was imputed with the old estimates: the next set_open redoes it.
+        self._open = []
+        self._censored = {}
         # A repeat visit (the part came, the specialist is here) is its own kind of job: it
         # teaches only the repeat-visit level, never the first visits' statistics.
         if visit > 1:
@@ -129,6 +202,21 @@ class DurationModel:
                 sums = self.sums[key] = Sums()
             sums.add(value, cfg.decay)
 
+    def split(
+        self, job_type: str, visit: int, technician: str | None
+    ) -> tuple[float, float, float]:
+        """``(mu, sigma, sigma_level)``: the predictive law of :meth:`params` as jobs' spread
+        around their kind's typical log-duration (``sigma``) and the uncertainty of that level
+        itself (``sigma_level``, shrinking as jobs complete); ``params``' sigma is their
+        quadratic sum. Jobs of one queue share the level (see :mod:`eta_engine.windows`)."""
+        mu, total = self.params(job_type, visit, technician)
+        key = (job_type, visit > 1, technician)
+        within = self._within.get(key)
+        if within is None:
+            _, var, _ = self._type_level(job_type, visit > 1)
+            within = self._within[key] = min(math.sqrt(var), total)
+        return mu, within, math.sqrt(max(total * total - within * within, 0.0))
+
     def params(self, job_type: str, visit: int, technician: str | None) -> tuple[float, float]:
         """``(mu, sigma)`` of ``log(seconds)`` for the next such job (predictive)."""
         key = (job_type, visit > 1, technician)
@@ -137,7 +225,13 @@ class DurationModel:
             found = self._cache[key] = self._params(job_type, visit, technician)
         return found
 
-    def _params(self, job_type: str, visit: int, technician: str | None) -> tuple[float, float]:
+    def _level(self, job_type: str, again: bool) -> tuple[float, float]:
+        """``(mu, var)`` of the job type's log-duration (no technician shift, no predictive
+        inflation): the estimate a censored job of that type is imputed with."""
+        mu, var, _ = self._type_level(job_type, again)
+        return mu, var
+
+    def _type_level(self, job_type: str, again: bool) -> tuple[float, float, float]:
         cfg = self.config
         mu0 = math.log(cfg.prior_median_s)
         var0 = cfg.prior_log_sd**2
@@ -145,10 +239,15 @@ class DurationModel:
         kind = self._get(f"type:{job_type}")
         mu, var = kind.shrunk(cfg.type_k, mu, var)
         n_eff = kind.n + cfg.type_k
-        if visit > 1:
-            again = self._get(f"revisit:{job_type}")
-            mu, var = again.shrunk(cfg.revisit_k, mu, var)
-            n_eff = again.n + cfg.revisit_k
+        if again:
+            revisit = self._get(f"revisit:{job_type}")
+            mu, var = revisit.shrunk(cfg.revisit_k, mu, var)
+            n_eff = revisit.n + cfg.revisit_k
+        return mu, var, n_eff
+
+    def _params(self, job_type: str, visit: int, technician: str | None) -> tuple[float, float]:
+        cfg = self.config
+        mu, var, n_eff = self._type_level(job_type, visit > 1)
         if technician is not None:
             own = self._get(f"tech:{technician}:{job_type}")
             if own.n > 0:
@@ -160,7 +259,9 @@ class DurationModel:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.sums = {key: Sums(*map(float, value)) for key, value in state.items()}
-        self._cache.clear()
+        self._open = []
+        self._censored = {}
+        self._clear()
 
 
 class Overheads:

@@ -92,7 +92,7 @@ from events.kinds import (
 FloatArray = npt.NDArray[np.float64]
 
 SOURCE = "fieldstream/eta"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 """Version of the :meth:`EtaEngine.snapshot` layout; :meth:`EtaEngine.restore` checks it."""
 
 ON_SITE = ("arrived", "in_progress", "paused")
@@ -193,6 +193,10 @@ class EtaConfig:
     """Cold-start job duration: median 1 h, 80 % between 32 and 114 min (a generic repair)."""
     duration_decay: float = 0.97
     """Weight kept by older jobs at each new one of the same key (recent jobs count most)."""
+    duration_censoring: bool = True
+    """Count work under way as right-censored durations (see :mod:`eta_engine.durations`):
+    without it the first completions of a morning, the short jobs, set the durations of the
+    whole day too short."""
 
     # -- calibration
     horizon_edges_min: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0, 75.0, 120.0, 180.0)
@@ -203,6 +207,17 @@ class EtaConfig:
     """Residuals kept per bucket: the calibration follows the last few hundred arrivals."""
     calibration_prior_weight: float = 30.0
     """Pseudo-residuals of a calibrated base model each bucket starts with (cold start)."""
+    calibration_adapt_rate: float = 0.01
+    """Step of the adaptive levels (adaptive conformal inference, see
+    :meth:`~eta_engine.calibration.Calibrator.feedback`): each observed miss of a window end
+    moves that end's level out by this much times 0.9, each hit in by this much times 0.1.
+    The residual buffers lag behind the day (they mix the morning's errors with the
+    afternoon's); the levels follow what the windows have actually been doing lately."""
+    calibration_adapt_band: float = 0.5
+    """How far the adaptive levels may stray, as a share of the nominal miss rate (0.5: the
+    P10 end is read between the 5 % and 15 % residual quantiles): a bounded correction, so a
+    run of hits in one direction (a morning when everyone is late) cannot fold a window end
+    onto the median."""
     calibration_every_s: float = 120.0
     """A prediction is kept for calibration at most this often per work order."""
 
@@ -224,10 +239,12 @@ class EtaConfig:
     """No new alert this long after a clear: with ``min_hold_s`` (sum >= 600 s) a flap, raised
     cleared and raised again within ten minutes, is impossible."""
     overtime_s: float = 1800.0
-    """Work whose median arrival plus mean duration would end more than this past the shift's
-    planned end is dispatch's to move to another day (the usual rule: start nothing that
-    cannot end within half an hour of overtime), not a delay to announce, so it gets no late
-    alert (*tuned*: alerts for orders then moved to tomorrow were a third of the false ones)."""
+    """Work that would end more than this past the shift's planned end even if the technician
+    got there early (P10 arrival plus mean duration) is dispatch's to move to another day (the
+    usual rule: start nothing that cannot end within half an hour of overtime), not a delay to
+    announce, so it gets no late alert (alerts for orders then moved to tomorrow were a third
+    of the false ones; with the median arrival instead of P10, late visits that did happen
+    that day went unannounced)."""
     suggest_gain_s: float = 600.0
     """A swap is suggested only if it arrives at least this much earlier (and in the window)."""
 
@@ -426,8 +443,8 @@ class Job:
     alert_window: list[int] | None = None
     """The promised window when the alert was raised (a clear after it moved says so)."""
     calib: list[list[float]] = field(default_factory=list)
-    """Base predictions kept for calibration: ``[time (ms), bucket, lo, mid, hi]``, the
-    quantiles in seconds from that time."""
+    """Predictions kept for calibration: ``[time (ms), bucket, lo, mid, hi, c_lo, c_hi]``, the
+    base quantiles and the calibrated window's ends, in seconds from that time."""
     calib_ms: int | None = None
     changed_ms: int = 0
     """Event time of the last snapshot (finished orders are forgotten a while after)."""
@@ -524,6 +541,8 @@ class EtaEngine:
             capacity=cfg.calibration_capacity,
             prior_weight=cfg.calibration_prior_weight,
             classes=3,
+            adapt_rate=cfg.calibration_adapt_rate,
+            adapt_band=cfg.calibration_adapt_band,
         )
         self._z = latin_normals(cfg.max_stops, cfg.samples, cfg.seed)
         self._site_nodes: dict[tuple[float, float], int] = {}
@@ -776,6 +795,11 @@ class EtaEngine:
                 ):
                     job.learned.append("setup")
                     self.overheads.observe("setup", (s.started_at - s.arrived_at) / 1000.0)
+                if s.trigger == "PartMissing" and job.part_missing_ms is None:
+                    # The work-order stage records a missing part as a snapshot of the order
+                    # (the PartMissing event itself is not routed to this stage): the visit
+                    # will end soon, unfixed.
+                    job.part_missing_ms = s.time
         elif status in ("completed_fixed", "completed_not_fixed"):
             if tech.current == job.id:
                 tech.current = None
@@ -909,11 +933,12 @@ class EtaEngine:
         """The visit's arrival became known: calibrate on it and end any alert."""
         job.arrival_ms = arrival_ms
         floor = self._calibration_cfg.min_scale_s
-        for made, bucket, lo, mid, hi in job.calib:
+        for made, bucket, lo, mid, hi, c_lo, c_hi in job.calib:
             if made < arrival_ms:
                 actual = np.array([(arrival_ms - made) / 1000.0])
                 r = residual(actual, np.array([lo]), np.array([mid]), np.array([hi]), floor=floor)
                 self.calibrator.record(int(bucket), float(r[0]))
+                self.calibrator.feedback(int(bucket), actual[0] < c_lo, actual[0] > c_hi)
         job.calib = []
         job.calib_ms = None
         if job.tech is not None:
@@ -1279,8 +1304,22 @@ class EtaEngine:
             origin = job.site_node
         return stops
 
+    def _open_work(self, now: int) -> list[tuple[str, int, float]]:
+        """Jobs under way (work started, not completed) as right-censored durations."""
+        return [
+            (job.job_type, job.visit, (now - job.started_at) / 1000.0)
+            for job in self.jobs.values()
+            if job.status in ("in_progress", "paused")
+            and job.started_at is not None
+            and job.tech is not None
+            and job.part_missing_ms is None
+        ]
+
     def _evaluate(self, todo: list[tuple[Tech, _Cause]]) -> None:
         cfg = self.config
+        now_step = max(cause.time for _, cause in todo)
+        if cfg.duration_censoring:
+            self.durations.set_open(self._open_work(now_step))
         chains: list[list[_Stop]] = [self._chain(tech, cause.time) for tech, cause in todo]
         width = max((len(c) for c in chains), default=0)
         if width == 0:
@@ -1294,16 +1333,20 @@ class EtaEngine:
             inputs.start_s[i] = self._start_s(tech, now)
             for k, stop in enumerate(stops):
                 job = stop.job
+                level = 0.0
                 if stop.timer is not None:
                     mu, sigma = self.overheads.params(stop.timer)
-                else:
+                elif stop.kind == WORKING:
                     mu, sigma = self.durations.params(job.job_type, job.visit, tech.id)
+                else:
+                    mu, sigma, level = self.durations.split(job.job_type, job.visit, tech.id)
                 inputs.kind[i, k] = stop.kind
                 inputs.travel_s[i, k] = stop.travel_s
                 inputs.free_s[i, k] = stop.free_s
                 inputs.window_start_s[i, k] = (job.ws - now) / 1000.0
                 inputs.mu[i, k] = mu
                 inputs.sigma[i, k] = sigma
+                inputs.sigma_level[i, k] = level
                 inputs.anchor_s[i, k] = stop.anchor_s
                 if stop.kind == WORKING and -stop.anchor_s > math.exp(mu):
                     overrun[i] = True
@@ -1337,13 +1380,18 @@ class EtaEngine:
         # Work that would end past the shift (plus the overtime dispatch allows) is moved to
         # another day, not delivered late, and dispatch decides with the job's mean time
         # (overruns included) from when the technician gets there: no delay notice for it.
+        # "Would" means even if the technician gets there early (P10): a delay notice wrongly
+        # held back (a late visit nobody announced) costs more than one for a visit dispatch
+        # then moves, and the arrival hours ahead is far from certain.
         shift_end = np.full(len(ti), math.inf)
         for r, i in enumerate(ti.tolist()):
             planned = todo[i][0].planned_end_ms
             if planned is not None:
                 shift_end[r] = (planned - todo[i][1].time) / 1000.0 + cfg.overtime_s
+        # The job's mean time is the point estimate's: how much jobs of its kind vary one
+        # from the next (sigma), not how unsure the engine still is of the kind's level.
         mean_work = np.exp(inputs.mu[ti, ki] + inputs.sigma[ti, ki] ** 2 / 2.0)
-        today = mid + mean_work <= shift_end
+        today = lo + mean_work <= shift_end
 
         for r, (i, k) in enumerate(zip(ti.tolist(), ki.tolist(), strict=True)):
             tech, cause = todo[i]
@@ -1353,6 +1401,7 @@ class EtaEngine:
             quant.append(now + round(c_hi[r] * 1000))
             if job.calib_ms is None or now - job.calib_ms >= cfg.calibration_every_s * 1000:
                 snap = [float(now), float(buckets[r]), float(lo[r]), float(mid[r]), float(hi[r])]
+                snap += [float(c_lo[r]), float(c_hi[r])]
                 job.calib.append(snap)
                 job.calib_ms = now
                 if len(job.calib) > 64:

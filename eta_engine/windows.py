@@ -26,6 +26,13 @@ Travel for a leg not yet started is forecast by letting the leg's current conges
 ``reversion_s``: congestion seen now is likely, but not certain, to be there in an hour.
 Its spread grows with how far ahead the leg starts (``travel_sigma`` -> ``+ travel_sigma_growth``
 over an hour), and every drive is less certain while the speed model is cold (``cold_sigma``).
+
+A queued job's log-duration is ``mu + sigma * z_k + sigma_level * z_chain``: ``sigma`` is how
+much jobs of its kind vary one from the next, ``sigma_level`` how uncertain the kind's typical
+duration still is (large on a cold start, shrinking as completions come in). The first part
+is drawn afresh for every job; the second once per chain, because a misjudged level (jobs
+today run longer than the prior said) pushes every later job the same way: drawn
+independently it would average out over a long queue and leave far-ahead windows too narrow.
 Before a technician has set off for the first time in a shift, nobody leaves before the
 shift's start plus a start delay (``start_s``, ``start_delay``).
 
@@ -47,9 +54,10 @@ IntArray = npt.NDArray[np.int64]
 PAD, QUEUED, EN_ROUTE, ARRIVED, WORKING = 0, 1, 2, 3, 4
 """Stop kinds. Only stop 0 can be EN_ROUTE, ARRIVED or WORKING."""
 
-_TRAVEL, _DURATION, _SETUP, _TURNAROUND, _LEAD, _START = range(6)
-DRAWS = 6
-"""Independent draws per stop: travel, duration, setup, turnaround, lead, start delay."""
+_TRAVEL, _DURATION, _SETUP, _TURNAROUND, _LEAD, _START, _LEVEL = range(7)
+DRAWS = 7
+"""Independent draws per stop: travel, duration, setup, turnaround, lead, start delay, and the
+duration level (only stop 0's is used: it is shared by the whole chain)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,7 @@ class Chains:
     anchor_s: FloatArray
     prior_ratio: FloatArray
     start_s: FloatArray
+    sigma_level: FloatArray
 
     @classmethod
     def empty(cls, n: int, stops: int) -> Chains:
@@ -107,6 +116,7 @@ class Chains:
             anchor_s=zeros.copy(),
             prior_ratio=np.ones(n),
             start_s=np.full(n, np.nan),
+            sigma_level=np.zeros((n, stops)),
         )
 
 
@@ -161,6 +171,7 @@ def simulate_arrivals(chains: Chains, params: ChainParams, z: FloatArray) -> Flo
     turn_mu, turn_sigma = params.turnaround
     lead_mean, lead_sd = params.lead
     ratio0 = chains.prior_ratio[:, None]
+    level = z[0, _LEVEL][None, :]
     for k in range(stops):
         kind = chains.kind[:, k][:, None]
         if not np.any(kind != PAD):
@@ -170,7 +181,8 @@ def simulate_arrivals(chains: Chains, params: ChainParams, z: FloatArray) -> Flo
         turnaround = np.exp(turn_mu + turn_sigma * zk[_TURNAROUND])[None, :]
         mu = chains.mu[:, k][:, None]
         sigma = chains.sigma[:, k][:, None]
-        duration = np.exp(mu + sigma * zk[_DURATION][None, :])
+        shared = chains.sigma_level[:, k][:, None] * level
+        duration = np.exp(mu + sigma * zk[_DURATION][None, :] + shared)
         travel = chains.travel_s[:, k][:, None]
         free = np.maximum(chains.free_s[:, k][:, None], 1e-3)
         anchor = chains.anchor_s[:, k][:, None]

@@ -96,3 +96,43 @@ def test_snapshot_round_trip() -> None:
     other.record(0, 8.0)
     cal.record(0, 8.0)
     assert other.buffers == cal.buffers
+
+
+def test_adaptive_levels_follow_the_misses_within_their_band() -> None:
+    cal = Calibrator(CalibrationConfig(adapt_rate=0.01, adapt_band=0.5))
+    rng = np.random.default_rng(2)
+    for value in rng.normal(0.0, 1.0 / 1.2816, 400):  # residuals of a calibrated model
+        cal.record(0, float(value))
+    b = np.array([0])
+    base = (np.array([-600.0]), np.array([0.0]), np.array([600.0]))
+    lo0, _, hi0 = cal.calibrate(b, *base)
+    # Arrivals keep landing above the window (a drift the buffer has not caught up with).
+    for _ in range(40):
+        cal.feedback(0, below=False, above=True)
+    lo1, _, hi1 = cal.calibrate(b, *base)
+    assert hi1[0] > hi0[0] + 100.0  # the upper end moves out...
+    assert lo1[0] > lo0[0]  # ...and the lower, never missed, in
+    # However long the drift lasts, an end is read between half and 1.5 times its nominal
+    # miss rate: the P90 end never folds onto the median or runs off to the maximum.
+    for _ in range(10_000):
+        cal.feedback(0, below=False, above=True)
+    assert cal.adjusted[0] == pytest.approx([0.15, 0.95])
+    # Hits and misses at the nominal rates leave the levels where they are.
+    cal = Calibrator(CalibrationConfig(adapt_rate=0.01))
+    for i in range(1000):
+        cal.feedback(0, below=i % 10 == 0, above=i % 10 == 5)
+    assert cal.adjusted[0] == pytest.approx([0.1, 0.9], abs=0.011)
+
+
+def test_without_an_adapt_rate_feedback_changes_nothing() -> None:
+    cal = Calibrator(CalibrationConfig(adapt_rate=0.0))
+    cal.feedback(0, below=True, above=False)
+    assert cal.adjusted[0] == [0.1, 0.9]
+
+
+def test_adaptive_levels_survive_a_snapshot() -> None:
+    cal = Calibrator(CalibrationConfig(adapt_rate=0.02))
+    cal.feedback(3, below=True, above=False)
+    other = Calibrator(CalibrationConfig(adapt_rate=0.02))
+    other.restore(orjson.loads(orjson.dumps(cal.snapshot())))
+    assert other.adjusted == cal.adjusted

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from eta_engine.durations import DurationConfig, DurationModel, Overheads
+from eta_engine.durations import DurationConfig, DurationModel, Overheads, truncated_moments
 
 
 def test_cold_start_is_the_documented_prior() -> None:
@@ -91,3 +91,76 @@ def test_snapshot_round_trip() -> None:
     for args in (("x", 1, "T-1"), ("x", 2, None), ("y", 1, None)):
         assert m2.params(*args) == model.params(*args)
     assert o2.params("setup") == over.params("setup")
+
+
+def test_truncated_moments_match_sampling() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(1.0, 0.5, 2_000_000)
+    for low in (-1.0, 0.8, 1.7):
+        kept = x[x > low]
+        m1, m2 = truncated_moments(1.0, 0.5, low)
+        assert m1 == pytest.approx(float(kept.mean()), abs=0.005)
+        assert m2 == pytest.approx(float(np.mean(kept**2)), abs=0.01)
+    # Far in the tail (no sample would get there) the law sits just above the cut.
+    assert truncated_moments(0.0, 1.0, 50.0) == (50.0, 2500.0)
+
+
+def _morning(model: DurationModel, rng: np.random.Generator) -> list[tuple[str, int, float]]:
+    """Twenty jobs of one type (median 90 min) started together; an hour and a quarter later
+    the short ones are done and the rest still under way."""
+    durations = 5400.0 * np.exp(0.4 * rng.standard_normal(20))
+    elapsed = 4500.0
+    for d in durations[durations <= elapsed]:
+        model.observe("repair", 1, None, float(d))
+    return [("repair", 1, elapsed) for d in durations if d > elapsed]
+
+
+def test_work_under_way_corrects_the_bias_of_early_completions() -> None:
+    rng = np.random.default_rng(11)
+    model = DurationModel()
+    still_open = _morning(model, rng)
+    assert len(still_open) > 5
+    completed_only = math.exp(model.params("repair", 1, None)[0])
+    model.set_open(still_open)
+    with_open = math.exp(model.params("repair", 1, None)[0])
+    # Completed jobs alone say the short ones are the rule; the open ones say otherwise.
+    assert completed_only < 0.75 * 5400.0
+    assert with_open > completed_only + 900.0
+    assert with_open == pytest.approx(5400.0, rel=0.25)
+    # Passing nothing open takes it back (the set is not state).
+    model.set_open([])
+    assert math.exp(model.params("repair", 1, None)[0]) == pytest.approx(completed_only)
+
+
+def test_a_job_just_started_says_almost_nothing() -> None:
+    model = DurationModel()
+    for _ in range(10):
+        model.observe("x", 1, None, 2400.0)
+    before = model.params("x", 1, None)[0]
+    model.set_open([("x", 1, 60.0)] * 5)
+    assert model.params("x", 1, None)[0] == pytest.approx(before, abs=0.02)
+
+
+def test_a_completion_retires_the_old_imputation() -> None:
+    # The imputation of open jobs uses the estimate of the time: after a completion it is
+    # redone from the new estimate, even if the open set passed is the same.
+    model, fresh = DurationModel(), DurationModel()
+    open_jobs = [("x", 1, 3000.0)] * 3
+    model.set_open(open_jobs)
+    model.observe("x", 1, None, 7200.0)
+    model.set_open(open_jobs)
+    fresh.observe("x", 1, None, 7200.0)
+    fresh.set_open(open_jobs)
+    assert model.params("x", 1, None) == fresh.params("x", 1, None)
+
+
+def test_split_separates_job_spread_from_the_level_uncertainty() -> None:
+    model = DurationModel()
+    mu, sigma, level = model.split("x", 1, None)
+    assert (mu, math.hypot(sigma, level)) == pytest.approx(model.params("x", 1, None))
+    cold = level
+    for _ in range(40):
+        model.observe("x", 1, None, 3000.0)
+    mu, sigma, level = model.split("x", 1, None)
+    assert (mu, math.hypot(sigma, level)) == pytest.approx(model.params("x", 1, None))
+    assert level < cold / 2.0  # forty jobs later the kind's level is well known

@@ -3,6 +3,7 @@ snapshots, replays), no look-ahead, privacy, queue chaining and late alerts."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 
@@ -318,3 +319,54 @@ def test_a_plan_is_queued_by_position_whatever_order_it_arrives_in(graph: RoadGr
         "WO-3",
         "WO-4",
     ]
+
+
+def _started(stream: Stream, wo: str) -> tuple[k.WorkOrderStateChanged, Causation]:
+    return next(
+        (e, c)
+        for e, c in stream
+        if isinstance(e, k.WorkOrderStateChanged) and e.work_order_id == wo
+        if e.trigger == "WorkStarted"
+    )
+
+
+def test_a_part_found_missing_ends_the_visit_soon(
+    graph: RoadGraph, day_factory: Callable[..., Stream]
+) -> None:
+    # The work-order stage records a PartMissing as a snapshot of the order (trigger
+    # "PartMissing"); the engine then times the rest of the visit by the missing-part
+    # wind-down, not by the job's duration: the next job's window comes forward at once.
+    stream = day_factory(windows_h=(0.0, 0.5, 1.0))
+    started, cause = _started(stream, "WO-J1")
+    assert started.started_at is not None
+    at = started.started_at + 10 * MIN
+    missing = dataclasses.replace(started, id="ws-missing", time=at, trigger="PartMissing")
+    position = Causation("in-missing", cause.topic, cause.partition, cause.offset)
+    before = [item for item in stream if item[0].time <= at]
+    windows = []
+    for extra in ([], [(missing, position)]):
+        engine = EtaEngine(graph)
+        events = engine.apply([*before, *extra]) + engine.flush()
+        windows.append(_latest(events, "WO-J2", at))
+        if extra:
+            assert engine.jobs["WO-J1"].part_missing_ms == at
+    as_usual, cut_short = windows
+    assert cut_short.p50 < as_usual.p50 - 20 * MIN
+
+
+@pytest.mark.parametrize("censoring", [True, False])
+def test_work_under_way_reaches_the_duration_model(
+    graph: RoadGraph, day: Stream, censoring: bool
+) -> None:
+    started, _ = _started(day, "WO-J1")
+    assert started.started_at is not None
+    at = started.started_at + 20 * MIN
+    engine = EtaEngine(graph, EtaConfig(duration_censoring=censoring))
+    engine.apply([item for item in day if item[0].time <= at])
+    engine.flush()
+    under_way = engine.durations._open
+    if censoring:
+        assert [(t, again) for t, again, _ in under_way] == [("boiler_service", False)]
+        assert under_way[0][2] == pytest.approx(20 * 60.0, abs=90.0)
+    else:
+        assert under_way == []

@@ -119,3 +119,32 @@ def test_before_the_shift_nobody_leaves() -> None:
     chains.start_s[0] = 1800.0  # the shift starts in half an hour
     q = quantiles(simulate_arrivals(chains, PARAMS, Z), LEVELS)[:, 0, 0]
     assert q[0] > 1800.0 + 600.0
+
+
+def test_an_uncertain_level_is_shared_down_the_queue() -> None:
+    # Six one-hour jobs queued. Split the same total log-sd two ways: all per job (they
+    # average out down the queue), or partly a level shared by the whole chain (it does not).
+    chains = Chains.empty(2, 6)
+    for i in range(2):
+        for k in range(6):
+            _job(chains, i, k, QUEUED, travel_s=600.0, free_s=600.0)
+    chains.sigma[0, :] = 0.5
+    chains.sigma[1, :] = 0.4
+    chains.sigma_level[1, :] = 0.3
+    q = quantiles(simulate_arrivals(chains, PARAMS, Z), LEVELS)
+    width = q[2] - q[0]
+    # The first job comes after no work: the same window either way...
+    assert width[1, 0] == pytest.approx(width[0, 0], rel=0.05)
+    # ...the last one after five jobs: much wider when their level is shared.
+    assert width[1, 5] > 1.3 * width[0, 5]
+    assert q[1, 1, 5] == pytest.approx(q[1, 0, 5], rel=0.1)
+
+
+def test_the_job_on_hand_is_timed_by_its_own_elapsed_time() -> None:
+    chains = Chains.empty(1, 3)
+    _job(chains, 0, 0, WORKING, anchor_s=-600.0)
+    _job(chains, 0, 1, QUEUED, travel_s=900.0, free_s=800.0)
+    _job(chains, 0, 2, QUEUED, travel_s=1200.0, free_s=1000.0)
+    base = simulate_arrivals(chains, PARAMS, Z)
+    chains.sigma_level[0, 0] = 0.5  # the job on hand is timed by its own elapsed time
+    np.testing.assert_array_equal(simulate_arrivals(chains, PARAMS, Z), base)
