@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eta_engine.roads import RoadGraph
 from events.catalog import INPUT_TOPICS
 from gateway.feed import Clock, feed
-from projections.stage import ProjectionStage, build_projection_stage
-from projections.store import STORE_FILE
 from simulator import encoded_lines, make_params, simulate
 from streams.bootstrap import build_stages, open_log
 from streams.config import Config
 from streams.log import Log
 from streams.pipeline import run_until_idle
+from streams.projection_stage import ProjectionStage, build_projection_stage
+from streams.projection_store import STORE_FILE
 from streams.state_store import SqliteStateStore
 
 TARGET = 200_000

@@ -39,7 +39,8 @@ from gateway import tokens
 from gateway.live import LiveView
 from gateway.metrics import CONTENT_TYPE as METRICS_TYPE
 from gateway.metrics import Metrics
-from projections import DIMENSIONS, METRIC_BY_NAME, METRICS, ProjectionStore
+from projections import DIMENSIONS, METRIC_BY_NAME, METRICS
+from streams.projection_store import ProjectionStore
 
 JSON = "application/json"
 SECURITY_HEADERS = (

@@ -18,11 +18,12 @@ from rich.table import Table
 
 from gateway.cli import CliError, _common
 from gateway.output import FORMATS, emit, progress_bar
-from projections import HEADLINE, METRIC_BY_NAME, METRICS, ProjectionStore, publish_day
+from projections import HEADLINE, METRIC_BY_NAME, METRICS
 from projections.fold import TOPICS
-from projections.store import STORE_FILE, open_projection_store
 from streams.bootstrap import open_log
 from streams.config import Config
+from streams.projection_stage import publish_day
+from streams.projection_store import STORE_FILE, ProjectionStore, open_projection_store
 
 BY_CHOICES = ("all", "technician", "team", "region", "job-type")
 

@@ -29,8 +29,9 @@ from events.codec import format_time
 from gateway.cli import CliError, _common
 from gateway.kpi import kpi_table, open_store
 from gateway.output import emit, progress_bar
-from projections import HEADLINE, METRIC_BY_NAME, ProjectionStore
+from projections import HEADLINE, METRIC_BY_NAME
 from streams.config import Config
+from streams.projection_store import ProjectionStore
 
 TREND_METRICS = ("on_time_rate", "first_time_fix_rate", "utilisation", "nps")
 CHART_SIZES = {"trends": (1000, 600), "calibration": (600, 600), "lead_times": (800, 450)}

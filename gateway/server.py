@@ -47,11 +47,10 @@ from gateway.feeds import Channel, Hub, Outbox, encode
 from gateway.live import TOPICS, LiveView
 from gateway.metrics import Metrics
 from gateway.roadmap import road_blobs
-from projections import ProjectionStore, open_projection_store
-from projections.store import STORE_FILE
 from streams.bootstrap import open_log
 from streams.config import Config
 from streams.log import Log, UnknownTopicError
+from streams.projection_store import STORE_FILE, ProjectionStore, open_projection_store
 
 log = logging.getLogger("fieldstream.gateway")
 

@@ -12,15 +12,15 @@ offsets after it are written in one transaction.
   :mod:`projections.views`.
 * :mod:`projections.tracks`: GPS tracks and the odometer the travel KPIs read;
   :mod:`projections.etas`: the ETA points the accuracy KPIs read.
-* :mod:`projections.store`: the SQLite and PostgreSQL stores, and their read queries.
-* :mod:`projections.stage`: :func:`build_projection_stage`, the stage the pipeline runs.
+
+The I/O lives in streams/ (only streams/ and gateway/ touch databases): the SQLite and
+PostgreSQL stores in :mod:`streams.projection_store`, the stage the pipeline runs in
+:mod:`streams.projection_stage`.
 """
 
 from projections.fold import Projection
 from projections.kpis import DIMENSIONS, HEADLINE, METRIC_BY_NAME, METRICS
-from projections.stage import ProjectionStage, build_projection_stage, publish_day
 from projections.state import Settings
-from projections.store import ProjectionStore, open_projection_store
 
 __all__ = [
     "DIMENSIONS",
@@ -28,10 +28,5 @@ __all__ = [
     "METRICS",
     "METRIC_BY_NAME",
     "Projection",
-    "ProjectionStage",
-    "ProjectionStore",
     "Settings",
-    "build_projection_stage",
-    "open_projection_store",
-    "publish_day",
 ]

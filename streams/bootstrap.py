@@ -9,12 +9,12 @@ from typing import cast
 
 from eta_engine.roads import RoadGraph
 from events.catalog import TOPICS, Topic
-from projections import build_projection_stage
 from streams.config import Config
 from streams.embedded import EmbeddedLog
 from streams.eta_stage import EtaProcessor
 from streams.log import Log, TopicSpec
 from streams.pipeline import Stage
+from streams.projection_stage import build_projection_stage
 from streams.stages import FleetProcessor, WorkOrderProcessor
 from streams.state_store import StateStore, open_state_store
 
@@ -57,9 +57,9 @@ def build_stages(
             FleetProcessor(lateness_ms=config.lateness_ms, geofence_m=config.geofence_m),
             max_batch=batch,
         ),
-        # The projections (KPI tables, live view) have the Stage interface by shape
-        # (projections/ may not import streams/). Before the ETA stage so that stages[-1]
-        # stays the ETA stage; the ETA outputs of a round are projected in the next one.
+        # The projections (KPI tables, live view) have the Stage interface by shape (their
+        # runner commits rows, not facts). Before the ETA stage so that stages[-1] stays
+        # the ETA stage; the ETA outputs of a round are projected in the next one.
         cast(Stage, build_projection_stage(log, config)),
         Stage(log, store, EtaProcessor(graph), max_batch=batch),
     ]

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from projections.fold import Projection
-from projections.stage import ProjectionStage
-from projections.store import ProjectionStore
 from streams.embedded import EmbeddedLog
+from streams.projection_stage import ProjectionStage
+from streams.projection_store import ProjectionStore
 from tests.support import run
 
 OUTPUT_TABLES = ("kp_kpi", "kp_visits", "kp_live_technicians", "kp_live_work_orders", "kp_offsets")

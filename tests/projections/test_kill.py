@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from projections.store import SqliteProjectionStore
+from streams.projection_store import SqliteProjectionStore
 from tests.projections.compare import rebuild, state, tables
 from tests.projections.conftest import ProcessedDay
 from tests.support import embedded_day, run
@@ -22,7 +22,7 @@ RUNNER = """
 import asyncio, sys, time
 from contextlib import contextmanager
 from pathlib import Path
-from projections import store as projection_store
+from streams import projection_store
 from streams.bootstrap import build_stages, open_log, open_state_store
 from streams.config import Config
 from streams.pipeline import run_until_idle

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from projections.kpis import METRIC_BY_NAME, METRICS
-from projections.store import SqliteProjectionStore
+from streams.projection_store import SqliteProjectionStore
 from tests.projections.conftest import ProcessedDay
 from tests.projections.reference import METRICS as REFERENCE
 from tests.projections.reference import Key, Reference, day

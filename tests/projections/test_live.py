@@ -11,9 +11,9 @@ import pytest
 from events import kinds as k
 from events.codec import decode
 from projections.fold import TOPICS, Projection
-from projections.store import SqliteProjectionStore
 from projections.views import LIVE_TECHNICIAN_COLUMNS, LIVE_WORK_ORDER_COLUMNS
 from streams.log import Record
+from streams.projection_store import SqliteProjectionStore
 from tests.projections.conftest import ProcessedDay
 
 

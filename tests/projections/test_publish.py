@@ -9,10 +9,10 @@ from pathlib import Path
 from events import kinds as k
 from events.codec import decode, encode
 from projections.kpis import METRIC_NAMES, day_start
-from projections.stage import publish_day
-from projections.store import SqliteProjectionStore
 from streams.embedded import EmbeddedLog
 from streams.log import OutRecord
+from streams.projection_stage import publish_day
+from streams.projection_store import SqliteProjectionStore
 from tests.projections.compare import rebuild
 from tests.projections.conftest import ProcessedDay
 from tests.support import read_all, run

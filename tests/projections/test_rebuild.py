@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from projections.store import PostgresProjectionStore, SqliteProjectionStore
 from streams.config import Config
+from streams.projection_store import PostgresProjectionStore, SqliteProjectionStore
 from streams.state_store import PostgresStateStore
 from tests.projections.compare import normalised, rebuild, state, tables
 from tests.projections.conftest import ProcessedDay
@@ -94,8 +94,8 @@ def test_the_stage_reports_what_the_pipeline_runner_meters(
     processed_day: ProcessedDay, tmp_path: Path
 ) -> None:
     """Positions and per-topic counts, as the pipeline's stages give them (for metrics)."""
-    from projections.stage import ProjectionStage
     from streams.embedded import EmbeddedLog
+    from streams.projection_stage import ProjectionStage
     from tests.support import run
 
     async def body() -> None:

@@ -1,8 +1,8 @@
 """The projection stage: reads the log, folds it, writes rows and offsets in one transaction.
 
 It has the interface :func:`streams.pipeline.run_until_idle` drives (``name``, ``start``,
-``next_time``, ``step``, ``lag``, ``totals``) without importing the pipeline (projections/
-depends on events/ only; the log and the configuration are taken by their shape).
+``next_time``, ``step``, ``lag``, ``totals``, ``positions``); the fold itself is the pure
+:mod:`projections` package.
 
 A step takes, like the pipeline's stages, every unread record up to the horizon (or up to
 ``max_batch`` records without one), hands each partition's records in offset order to
@@ -23,9 +23,8 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from events import kinds as k
 from events.base import Causation
@@ -33,59 +32,17 @@ from events.codec import encode
 from projections.fold import TOPICS, Projection, RecordLike
 from projections.kpis import METRIC_NAMES, GroupKey, group_key_text
 from projections.state import Cause, Settings
-from projections.store import ProjectionStore, open_projection_store
+from streams.config import Config
+from streams.log import Log, OutRecord
+from streams.pipeline import BatchStats
+from streams.projection_store import ProjectionStore, open_projection_store
 
 KPI_TOPIC = "fs.kpi"
 READ_CHUNK = 5_000
 
 
-class LogLike(Protocol):
-    """What the stage needs of the log port (streams.log.Log has it)."""
-
-    async def topics(self) -> dict[str, int]: ...
-    async def read(
-        self, topic: str, partition: int, offset: int, max_records: int = 10_000
-    ) -> Sequence[Any]: ...
-    async def end_offsets(self, topic: str) -> dict[int, int]: ...
-    async def append(self, records: Sequence[Any]) -> list[tuple[int, int]]: ...
-
-
-class ConfigLike(Protocol):
-    """What the stage needs of streams.config.Config."""
-
-    @property
-    def data_dir(self) -> Path: ...
-    @property
-    def db(self) -> str | None: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def lateness_ms(self) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    """A record for the log, in the shape of streams.log.OutRecord (the port reads these
-    attributes)."""
-
-    topic: str
-    value: bytes
-    key: bytes | None = None
-    timestamp_ms: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    partition: int | None = None
-
-
-@dataclass(slots=True)
-class StepStats:
-    """What one step did (the fields of streams.pipeline.BatchStats)."""
-
-    records: int
-    outputs: int
-    seconds: float
-    counts: dict[str, int] = field(default_factory=dict)
-    by_topic: dict[str, int] = field(default_factory=dict)
-    """Records the step took from each input topic."""
+StepStats = BatchStats
+"""What one step did."""
 
 
 def snapshot_event(
@@ -121,7 +78,7 @@ class ProjectionStage:
 
     def __init__(
         self,
-        log: LogLike,
+        log: Log,
         open_store: Callable[[], ProjectionStore],
         *,
         settings: Settings | None = None,
@@ -263,7 +220,7 @@ class ProjectionStage:
             taken.append((tp[0], chunk))
             new_positions[tp] = chunk[-1].offset + 1
         if not taken:
-            return StepStats(0, 0, time.perf_counter() - began)
+            return StepStats(0, 0, time.perf_counter() - began, {})
         projection = self.projection
         for topic, records in taken:
             projection.apply(topic, records)
@@ -322,7 +279,7 @@ class ProjectionStage:
             total += (await self.step((head // step_ms + 1) * step_ms)).records
 
 
-def build_projection_stage(log: LogLike, config: ConfigLike) -> ProjectionStage:
+def build_projection_stage(log: Log, config: Config) -> ProjectionStage:
     """The projection stage for a configuration: SQLite in ``config.data_dir``, or the
     PostgreSQL database ``config.db`` names; fixes as late as ``config.lateness_ms``."""
     data_dir = Path(config.data_dir)
@@ -335,7 +292,7 @@ def build_projection_stage(log: LogLike, config: ConfigLike) -> ProjectionStage:
     )
 
 
-async def publish_day(store: ProjectionStore, log: LogLike, day: str) -> list[k.KpiSnapshot]:
+async def publish_day(store: ProjectionStore, log: Log, day: str) -> list[k.KpiSnapshot]:
     """On demand: a KpiSnapshot of every group of ``day`` as the store holds it now, to
     fs.kpi. Time and causation are those of the newest record projected; the id carries its
     time, so publishing twice without new input repeats the same ids."""

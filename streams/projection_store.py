@@ -28,14 +28,12 @@ optional ``?schema=NAME`` (as for the pipeline's state store), through psycopg.
 from __future__ import annotations
 
 import abc
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import orjson
 
@@ -45,6 +43,7 @@ from projections.views import (
     LIVE_WORK_ORDER_COLUMNS,
     VISIT_FACT_COLUMNS,
 )
+from streams.state_store import PostgresUrl
 
 STORE_FILE = "projections.sqlite3"
 
@@ -368,28 +367,6 @@ class SqliteProjectionStore(ProjectionStore):
             self._db = None
 
 
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def parse_postgres_url(url: str) -> tuple[str, str]:
-    """``postgresql://user:pw@host:port/db?schema=NAME`` -> (psycopg conninfo URL, schema)."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("postgresql", "postgres"):
-        raise ValueError(f"not a postgresql:// URL: {url!r}")
-    query = dict(p.split("=", 1) for p in parsed.query.split("&") if "=" in p)
-    schema = query.pop("schema", "public")
-    if not _SCHEMA.match(schema):
-        raise ValueError(f"schema must be a lower-case SQL identifier, not {schema!r}")
-    user = unquote(parsed.username or "postgres")
-    password = unquote(parsed.password or "")
-    auth = user + (f":{password}" if password else "")
-    host = parsed.hostname or "127.0.0.1"
-    dbname = (parsed.path or "/postgres").lstrip("/") or "postgres"
-    rest = "&".join(f"{k}={v}" for k, v in query.items())
-    conninfo = f"postgresql://{auth}@{host}:{parsed.port or 5432}/{dbname}"
-    return conninfo + (f"?{rest}" if rest else ""), schema
-
-
 class PostgresProjectionStore(ProjectionStore):
     """The projection in PostgreSQL (the URL's schema, default ``public``)."""
 
@@ -398,8 +375,17 @@ class PostgresProjectionStore(ProjectionStore):
 
     def __init__(self, url: str) -> None:
         import psycopg
+        import psycopg.conninfo
 
-        conninfo, schema = parse_postgres_url(url)
+        parts = PostgresUrl.parse(url)
+        schema = parts.schema
+        conninfo = psycopg.conninfo.make_conninfo(
+            host=parts.host,
+            port=parts.port,
+            user=parts.user,
+            password=parts.password or None,
+            dbname=parts.dbname,
+        )
         self.schema = schema
         self.prefix = f"{schema}."
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = psycopg.connect(
