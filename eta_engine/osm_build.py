@@ -121,7 +121,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 # The reader owns the file format's constants; the builder writes what it reads.
-from eta_engine.roads import ATTRIBUTION, EARTH_RADIUS_M, FORMAT_VERSION
+from eta_engine.roads import ATTRIBUTION, EARTH_RADIUS_M, FORMAT_VERSION, haversine_m
 
 #: Default free-flow speed (km/h) per drivable highway class; see the module docstring.
 DEFAULT_SPEED_KPH: dict[str, float] = {
@@ -385,21 +385,6 @@ def _read_extract(osm_path: Path) -> _Extract:
         if name.endswith(suffix):
             return _read_xml(osm_path)
     raise ValueError(f"unsupported OSM file type: {osm_path.name} (want .osm.pbf or .osm)")
-
-
-def haversine_m(
-    lat1: npt.NDArray[np.float64],
-    lon1: npt.NDArray[np.float64],
-    lat2: npt.NDArray[np.float64],
-    lon2: npt.NDArray[np.float64],
-) -> npt.NDArray[np.float64]:
-    """Great-circle distance in metres between paired points given in degrees."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp = p2 - p1
-    dl = np.radians(lon2) - np.radians(lon1)
-    h = np.sin(dp / 2.0) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2.0) ** 2
-    distance = 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
-    return np.asarray(distance, dtype=np.float64)
 
 
 def _assemble(extract: _Extract) -> tuple[dict[str, npt.NDArray[np.generic]], int, int]:

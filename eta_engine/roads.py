@@ -504,3 +504,18 @@ def _pick(
     col = np.argmax((edges == edge[:, None]) & (dist == best[:, None]), axis=1)
     rows = np.arange(len(edges))
     return edge.astype(np.int64), best.astype(np.float64), frac[rows, col].astype(np.float64)
+
+
+def haversine_m(
+    lat1: npt.NDArray[np.float64],
+    lon1: npt.NDArray[np.float64],
+    lat2: npt.NDArray[np.float64],
+    lon2: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """Great-circle distance in metres between paired points given in degrees."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp = p2 - p1
+    dl = np.radians(lon2) - np.radians(lon1)
+    h = np.sin(dp / 2.0) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2.0) ** 2
+    distance = 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+    return np.asarray(distance, dtype=np.float64)

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from aggregates.technician import distance_m
 from eta_engine.roads import RoadGraph
 from events import kinds as k
 from events.codec import decode_trusted
@@ -122,15 +123,6 @@ class Track:
         return self._points[technician][i] if i >= 0 else None
 
 
-def _haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = (
-        math.sin((p2 - p1) / 2) ** 2
-        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    )
-    return 2 * 6_371_008.8 * math.asin(math.sqrt(min(1.0, a)))
-
-
 def score(
     *,
     truth: Sequence[Mapping[str, Any]],
@@ -173,7 +165,7 @@ def score(
         start = track.at(row["technician_id"], row["en_route_ms"])
         if site is None or start is None or row["travel_s"] <= 0:
             continue
-        metres += _haversine_m(start[0], start[1], site[0], site[1])
+        metres += distance_m(start[0], start[1], site[0], site[1])
         seconds += row["travel_s"]
     crow_speed = metres / seconds if seconds > 0 else 8.0
 
@@ -198,7 +190,7 @@ def score(
             if site is None or position is None:
                 continue
             state = EN_ROUTE if row["en_route_ms"] <= t else NOT_DEPARTED
-            crow = _haversine_m(position[0], position[1], site[0], site[1]) / crow_speed
+            crow = distance_m(position[0], position[1], site[0], site[1]) / crow_speed
             dst, _ = graph.nearest_node(site[0], site[1])
             if dst not in field_cache:
                 field_cache[dst] = graph.time_field_to(dst, free_time)

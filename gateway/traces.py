@@ -88,6 +88,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from eta_engine.roads import haversine_m
 from events import kinds as k
 from events.base import Event
 from events.catalog import TOPIC_OF
@@ -108,7 +109,6 @@ SOURCE = "traces/import"
 DEFAULT_HORIZONS_MIN = (10, 5, 2)
 MAX_UNIX_S = 32_503_680_000.0
 """Year 3000: a later ``unix_time`` is not seconds since 1970."""
-EARTH_RADIUS_M = 6_371_008.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,19 +357,6 @@ class Trips:
 
     def __len__(self) -> int:
         return len(self.start)
-
-
-def haversine_m(
-    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
-) -> FloatArray:
-    """Great-circle metres between points (arrays broadcast)."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    a = (
-        np.sin((p2 - p1) / 2.0) ** 2
-        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2.0) ** 2
-    )
-    out: FloatArray = 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
-    return out
 
 
 def _runs(codes: IntArray) -> tuple[IntArray, IntArray]:
