@@ -109,6 +109,22 @@ class Track:
         self.incoming.append(fix)
         return True
 
+    def offer_all(self, fixes: Sequence[Fix], lateness_ms: int) -> int:
+        """:meth:`offer` each fix in turn; returns how many were too late."""
+        newest = self.newest
+        incoming = self.incoming
+        late = 0
+        for fix in fixes:
+            at = fix[0]
+            if at < newest - lateness_ms:
+                late += 1
+                continue
+            if at > newest:  # noqa: PLR1730 (as in offer)
+                newest = at
+            incoming.append(fix)
+        self.newest = newest
+        return late
+
     # -- per batch ----------------------------------------------------------------------------
 
     def settle(

@@ -20,9 +20,11 @@ projections/fold.py), which saves a sort of every batch.
 
 from __future__ import annotations
 
+import gc
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,27 @@ def snapshot_event(
 
 def snapshot_record(event: k.KpiSnapshot) -> OutRecord:
     return OutRecord(KPI_TOPIC, encode(event), event.group_key.encode(), event.time)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause CPython's cyclic garbage collector for the duration of one batch.
+
+    A batch allocates hundreds of thousands of short-lived objects (records, fixes, rows).
+    With the collector on, every 700 of them trigger a collection, and every so often one
+    that traverses the whole projection state, which is large and long-lived: a third of a
+    rebuild's time went there. The fold creates no reference cycles that need collecting
+    promptly (its state is trees of dicts, lists and tuples), so the collector runs once
+    after the batch instead. Left alone if the caller already disabled it.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class ProjectionStage:
@@ -184,7 +207,8 @@ class ProjectionStage:
     async def next_time(self) -> int | None:
         """The smallest timestamp among the next unread record of each input partition."""
         await self.start()
-        await self._fill(None)
+        with collector_paused():
+            await self._fill(None)
         heads = [
             buffer[self._heads.get(tp, 0)].timestamp_ms
             for tp, buffer in self._buffers.items()
@@ -194,8 +218,13 @@ class ProjectionStage:
 
     async def step(self, horizon: int | None = None) -> StepStats:
         """Project one batch: with ``horizon``, every unread record of every input partition
-        up to the first one stamped after it; without, up to ``max_batch`` records."""
+        up to the first one stamped after it; without, up to ``max_batch`` records. (The
+        cyclic garbage collector is paused meanwhile: see :func:`collector_paused`.)"""
         await self.start()
+        with collector_paused():
+            return await self._step(horizon)
+
+    async def _step(self, horizon: int | None) -> StepStats:
         assert self.store is not None
         began = time.perf_counter()
         await self._fill(horizon)
