@@ -21,9 +21,11 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from streams.log import (
+    Columns,
     Headers,
     Log,
     OutRecord,
@@ -271,6 +273,28 @@ class EmbeddedLog(Log):
             )
             for pos, ts, key, value, headers in rows
         ]
+
+    async def read_columns(
+        self, topic: str, partition: int, offset: int, max_records: int = 10_000
+    ) -> Columns:
+        topic_id, _ = self._topic(topic)
+        base = _pos(topic_id, partition)
+        rows = self._db.execute(
+            "SELECT pos, ts, key, value FROM log_records "
+            "WHERE pos >= ? AND pos < ? ORDER BY pos LIMIT ?",
+            (base + offset, base + _OFFSET_MASK + 1, max_records),
+        ).fetchall()
+        if not rows:
+            return Columns.of(topic, partition, [])
+        positions, stamps, keys, values = zip(*rows, strict=True)
+        return Columns(
+            topic,
+            partition,
+            np.array(positions, dtype=np.int64) & _OFFSET_MASK,
+            np.array(stamps, dtype=np.int64),
+            list(keys),
+            list(values),
+        )
 
     async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
         topic_id, _ = self._topic(topic)

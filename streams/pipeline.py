@@ -27,9 +27,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from aggregates.facts import Fact
 from events.catalog import DLQ, DLQ_FIELD, DLQ_MESSAGE, DLQ_RULE, DLQ_SOURCE
-from streams.log import Log, OutRecord, Record
+from streams.log import Columns, Log, OutRecord, Record
 from streams.state_store import ParkedRecord, StageCommit, StageState, StateStore
 
 
@@ -78,6 +81,106 @@ class StageResult:
         self.count(f"rejected.{rule}")
 
 
+@dataclass(slots=True)
+class Interleaved:
+    """A batch's records of a *columnar* topic (see :class:`Processor`), a column at a time,
+    in the batch's merged order, and where they fall among the batch's other records: row
+    record ``i`` comes right after the first ``before[i]`` of these."""
+
+    topic: str
+    timestamps: npt.NDArray[np.int64]
+    partitions: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
+    keys: list[bytes | None]
+    values: list[bytes]
+    before: list[int]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def record(self, i: int) -> Record:
+        """The ``i``-th as a :class:`Record` (for a dead letter; headers are not read)."""
+        return Record(
+            self.topic,
+            int(self.partitions[i]),
+            int(self.offsets[i]),
+            int(self.timestamps[i]),
+            self.keys[i],
+            self.values[i],
+        )
+
+
+def interleave(records: Sequence[Record], topic: str) -> tuple[list[Record], Interleaved]:
+    """Split a batch already in merged order into its other records and its ``topic``
+    records as an :class:`Interleaved` (what the runner hands a columnar processor)."""
+    rows: list[Record] = []
+    cols: list[Record] = []
+    before: list[int] = []
+    for r in records:
+        if r.topic == topic:
+            cols.append(r)
+        else:
+            rows.append(r)
+            before.append(len(cols))
+    n = len(cols)
+    return rows, Interleaved(
+        topic,
+        np.fromiter((r.timestamp_ms for r in cols), np.int64, n),
+        np.fromiter((r.partition for r in cols), np.int64, n),
+        np.fromiter((r.offset for r in cols), np.int64, n),
+        [r.key for r in cols],
+        [r.value for r in cols],
+        before,
+    )
+
+
+class _ColumnBuffer:
+    """The read-ahead of one partition of a columnar topic: fetched columns and a cursor."""
+
+    __slots__ = ("columns", "start")
+
+    def __init__(self, columns: Columns) -> None:
+        self.columns = columns
+        self.start = 0
+
+    def __len__(self) -> int:
+        return len(self.columns) - self.start
+
+    def head_time(self) -> int:
+        return int(self.columns.timestamps[self.start])
+
+    def last_time(self) -> int:
+        return int(self.columns.timestamps[-1])
+
+    def extend(self, more: Columns) -> None:
+        c = self.columns.slice(self.start, len(self.columns))
+        self.columns = Columns(
+            c.topic,
+            c.partition,
+            np.concatenate((c.offsets, more.offsets)),
+            np.concatenate((c.timestamps, more.timestamps)),
+            c.keys + more.keys,
+            c.values + more.values,
+        )
+        self.start = 0
+
+    def take(self, horizon: int | None, limit: int) -> Columns | None:
+        """The unread prefix up to the first record stamped after ``horizon`` (with a
+        horizon), or of at most ``limit`` records (without)."""
+        end = len(self.columns)
+        if horizon is not None:
+            after = np.flatnonzero(self.columns.timestamps[self.start :] > horizon)
+            if len(after):
+                end = self.start + int(after[0])
+        else:
+            end = min(end, self.start + limit)
+        if end <= self.start:
+            return None
+        taken = self.columns.slice(self.start, end)
+        self.start = end
+        return taken
+
+
 class Processor(Protocol):
     """A stage's logic. ``process`` must be deterministic in its input and prior state."""
 
@@ -86,6 +189,10 @@ class Processor(Protocol):
     aggregate_kind: str
     # A processor that saves its state as checkpoints (``StageResult.checkpoint``) also has a
     # class attribute ``checkpoints = True``, so that a restart rewinds to its last checkpoint.
+    # A processor with a class attribute ``columnar = "topic"`` has that input read a column at
+    # a time (no Record per record: for GPS pings) and is called as
+    # ``process_batch(records, interleaved)`` instead of ``process(records)``; the order is the
+    # same as ``process`` would see (partitions merged by time, each kept in offset order).
 
     def restore(self, store: StateStore, state: StageState) -> None:
         """Rebuild in-memory state from what the store holds (called once, at start)."""
@@ -143,6 +250,8 @@ class Stage:
         self._batch = 0
         self._started = False
         self._buffers: dict[tuple[str, int], deque[Record]] = {}
+        self._columnar: str | None = getattr(processor, "columnar", None)
+        self._column_buffers: dict[tuple[str, int], _ColumnBuffer] = {}
         self._fetched: dict[tuple[str, int], int] = {}
         self._redo: dict[int, dict[str, tuple[int, int]]] = {}
         self.totals: dict[str, int] = {}
@@ -201,6 +310,9 @@ class Stage:
                 tp = (topic, p)
                 if tp not in self._positions:
                     continue
+                if topic == self._columnar:
+                    await self._fill_columns(tp, end, chunk, horizon)
+                    continue
                 buffer = self._buffers.setdefault(tp, deque())
                 while self._fetched.get(tp, self._positions[tp]) < end and (
                     not buffer
@@ -214,17 +326,43 @@ class Stage:
                     buffer.extend(records)
                     self._fetched[tp] = records[-1].offset + 1
 
+    async def _fill_columns(
+        self, tp: tuple[str, int], end: int, chunk: int, horizon: int | None
+    ) -> None:
+        buffer = self._column_buffers.get(tp)
+        while self._fetched.get(tp, self._positions[tp]) < end and (
+            buffer is None
+            or not len(buffer)
+            or (horizon is not None and buffer.last_time() <= horizon)
+            or (horizon is None and len(buffer) < chunk)
+        ):
+            fetched = self._fetched.get(tp, self._positions[tp])
+            columns = await self.log.read_columns(tp[0], tp[1], fetched, chunk)
+            if not len(columns):
+                break
+            if buffer is None:
+                buffer = self._column_buffers[tp] = _ColumnBuffer(columns)
+            else:
+                buffer.extend(columns)
+            self._fetched[tp] = int(columns.offsets[-1]) + 1
+
     async def next_time(self) -> int | None:
         """The smallest timestamp among the next unread record of each input partition."""
         await self.start()
         await self._fill(None)
         heads = [b[0].timestamp_ms for b in self._buffers.values() if b]
+        heads += [b.head_time() for b in self._column_buffers.values() if len(b)]
         return min(heads) if heads else None
 
-    async def _cut(self, horizon: int | None) -> list[list[Record]]:
+    async def _cut(self, horizon: int | None) -> tuple[list[list[Record]], list[Columns]]:
         """The next batch, per partition: up to ``horizon`` (whole windows) or ``max_batch``."""
         await self._fill(horizon)
         per_partition = max(1, self.max_batch // max(1, len(self._positions)))
+        columns = [
+            taken
+            for buffer in self._column_buffers.values()
+            if (taken := buffer.take(horizon, per_partition)) is not None
+        ]
         chunks: list[list[Record]] = []
         for buffer in self._buffers.values():
             chunk: list[Record] = []
@@ -234,16 +372,26 @@ class Stage:
                 chunk.append(buffer.popleft())
             if chunk:
                 chunks.append(chunk)
-        return chunks
+        return chunks, columns
 
-    async def _recorded(self, ranges: dict[str, tuple[int, int]]) -> list[list[Record]]:
+    async def _recorded(
+        self, ranges: dict[str, tuple[int, int]]
+    ) -> tuple[list[list[Record]], list[Columns]]:
         """The records of a batch recorded with ``ranges`` (``topic/partition`` -> [first,
         end)), read afresh: the read-ahead buffers are dropped."""
         self._buffers.clear()
+        self._column_buffers.clear()
         self._fetched.clear()
         chunks: list[list[Record]] = []
+        columns: list[Columns] = []
         for name, (first, end) in ranges.items():
             topic, _, part = name.rpartition("/")
+            if topic == self._columnar:
+                got_columns = await self.log.read_columns(topic, int(part), first, end - first)
+                if len(got_columns) < end - first:
+                    raise RuntimeError(f"stage {self.name}: {name} ends before offset {end}")
+                columns.append(got_columns)
+                continue
             chunk: list[Record] = []
             while first + len(chunk) < end:
                 got = await self.log.read(topic, int(part), first + len(chunk), end - first)
@@ -251,7 +399,7 @@ class Stage:
                     raise RuntimeError(f"stage {self.name}: {name} ends before offset {end}")
                 chunk.extend(r for r in got if r.offset < end)
             chunks.append(chunk)
-        return chunks
+        return chunks, columns
 
     async def step(self, horizon: int | None = None) -> BatchStats:
         """Process one batch (possibly empty). Returns what it did.
@@ -267,20 +415,26 @@ class Stage:
         if redo is not None:
             # Processing again, after a restart, a batch committed before it: cut it exactly
             # as it was cut then (upstream stages may have appended to the inputs since).
-            chunks = await self._recorded(redo)
+            chunks, columns = await self._recorded(redo)
         else:
-            chunks = await self._cut(horizon)
-        if not chunks:
+            chunks, columns = await self._cut(horizon)
+        if not chunks and not columns:
             return BatchStats(0, 0, time.perf_counter() - began, {})
         # Merge partitions by record time, each partition kept in offset order (a late record
         # stays late: it is judged against what its own partition had already delivered).
         order = {t: i for i, t in enumerate(self.processor.inputs)}
-        records = list(
-            heapq.merge(
-                *chunks, key=lambda r: (r.timestamp_ms, order[r.topic], r.partition, r.offset)
+        if self._columnar is None:
+            records = list(
+                heapq.merge(
+                    *chunks, key=lambda r: (r.timestamp_ms, order[r.topic], r.partition, r.offset)
+                )
             )
-        )
-        result = self.processor.process(records)
+            result = self.processor.process(records)
+            n_records = len(records)
+        else:
+            records, interleaved = _merge_columns(chunks, columns, order, self._columnar)
+            result = self.processor.process_batch(records, interleaved)  # type: ignore[attr-defined]
+            n_records = len(records) + len(interleaved)
         if result.outputs and redo is None:
             await self.log.append(result.outputs)
         # Each chunk is one partition's records in offset order: its ends give the range.
@@ -290,6 +444,10 @@ class Stage:
             head, last = chunk[0], chunk[-1]
             new_positions[(head.topic, head.partition)] = last.offset + 1
             ranges[f"{head.topic}/{head.partition}"] = (head.offset, last.offset + 1)
+        for c in columns:
+            first, end = int(c.offsets[0]), int(c.offsets[-1]) + 1
+            new_positions[(c.topic, c.partition)] = end
+            ranges[f"{c.topic}/{c.partition}"] = (first, end)
         self._batch += 1
         kv = result.kv
         if result.checkpoint:
@@ -317,17 +475,79 @@ class Stage:
         self._positions = new_positions
         for name, n in result.counts.items():
             self.totals[name] = self.totals.get(name, 0) + n
-        self.totals["records"] = self.totals.get("records", 0) + len(records)
+        self.totals["records"] = self.totals.get("records", 0) + n_records
         by_topic: dict[str, int] = {}
         for chunk in chunks:
             by_topic[chunk[0].topic] = by_topic.get(chunk[0].topic, 0) + len(chunk)
+        for c in columns:
+            by_topic[c.topic] = by_topic.get(c.topic, 0) + len(c)
         return BatchStats(
-            len(records),
+            n_records,
             len(result.outputs),
             time.perf_counter() - began,
             result.counts,
             by_topic,
         )
+
+
+def _merge_columns(
+    chunks: Sequence[Sequence[Record]],
+    columns: Sequence[Columns],
+    order: dict[str, int],
+    topic: str,
+) -> tuple[list[Record], Interleaved]:
+    """The merge of :meth:`Stage.step` for a columnar processor, vectorised.
+
+    ``heapq.merge`` of runs by (time, topic, partition, offset) yields the same sequence as a
+    sort by (the running maximum of the time within each run, topic, partition, offset): a
+    record stamped earlier than one before it in its run is taken right after that one,
+    exactly as the merge takes it (the earlier record was the smallest head, so the late one
+    is smaller than every other head). That sort is one ``numpy.lexsort``.
+    """
+    rows = [r for chunk in chunks for r in chunk]
+    n_rows = len(rows)
+    row_times = np.empty(n_rows, np.int64)
+    i = 0
+    for chunk in chunks:
+        newest = chunk[0].timestamp_ms
+        for r in chunk:
+            newest = max(newest, r.timestamp_ms)
+            row_times[i] = newest
+            i += 1
+    times = np.concatenate([row_times, *(np.maximum.accumulate(c.timestamps) for c in columns)])
+    topics = np.concatenate(
+        [
+            np.fromiter((order[r.topic] for r in rows), np.int64, n_rows),
+            np.full(sum(len(c) for c in columns), order[topic], np.int64),
+        ]
+    )
+    partitions = np.concatenate(
+        [
+            np.fromiter((r.partition for r in rows), np.int64, n_rows),
+            *(np.full(len(c), c.partition, np.int64) for c in columns),
+        ]
+    )
+    offsets = np.concatenate(
+        [np.fromiter((r.offset for r in rows), np.int64, n_rows), *(c.offsets for c in columns)]
+    )
+    merged = np.lexsort((offsets, partitions, topics, times))
+    is_row = merged < n_rows
+    row_order = merged[is_row]
+    col_order = merged[~is_row] - n_rows
+    before = np.cumsum(~is_row)[is_row]
+    keys = [k for c in columns for k in c.keys]
+    values = [v for c in columns for v in c.values]
+    stamps = np.concatenate([c.timestamps for c in columns]) if columns else times[:0]
+    picked = col_order.tolist()
+    return [rows[j] for j in row_order.tolist()], Interleaved(
+        topic,
+        stamps[col_order],
+        partitions[n_rows:][col_order],
+        offsets[n_rows:][col_order],
+        [keys[j] for j in picked],
+        [values[j] for j in picked],
+        before.tolist(),
+    )
 
 
 HORIZON_STEP_MS = 300_000

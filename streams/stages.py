@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from aggregates import technician as tech_agg
@@ -43,7 +45,7 @@ from events.base import Causation, Event
 from events.catalog import ALERTS, BY_TECHNICIAN, GEOFENCE, WORKORDERS
 from events.codec import Rejection, decode_trusted, encode, validate
 from streams.log import OutRecord, Record
-from streams.pipeline import StageResult
+from streams.pipeline import Interleaved, StageResult, interleave
 from streams.state_store import ParkedRecord, StageState, StateStore
 
 DEFAULT_LATENESS_MS = 15 * 60_000
@@ -405,6 +407,8 @@ class FleetProcessor(_Base):
     name = "fleet"
     inputs: tuple[str, ...] = ("fs.gps", "fs.by-technician")
     aggregate_kind = "technician"
+    columnar = "fs.gps"
+    """Pings are read a column at a time (see :class:`streams.pipeline.Stage`)."""
 
     def __init__(
         self, lateness_ms: int = DEFAULT_LATENESS_MS, geofence_m: float = DEFAULT_GEOFENCE_M
@@ -416,6 +420,8 @@ class FleetProcessor(_Base):
         """Technicians whose pings the geofence must look at: en route, or leaving a site."""
         self._pings = 0
         self._off_shift = 0
+        self._latest: dict[str, tuple[int, int]] = {}
+        self._newest: npt.NDArray[np.int64] = np.zeros(0, np.int64)
 
     def restore(self, store: StateStore, state: StageState) -> None:
         for fact in store.all_facts(self.aggregate_kind):
@@ -435,16 +441,56 @@ class FleetProcessor(_Base):
             self._watched.discard(tid)
 
     def process(self, records: Sequence[Record]) -> StageResult:
+        """Handle a batch given as records (the runner calls :meth:`process_batch`)."""
+        return self.process_batch(*interleave(records, "fs.gps"))
+
+    def process_batch(self, records: Sequence[Record], pings: Interleaved) -> StageResult:
+        """Handle one batch: its fs.by-technician records one by one, in order, and its pings
+        (the hot path) mostly a batch at a time.
+
+        A ping's key is its technician and its record time its event time (ingest guarantees
+        both, having validated the ping in full), so most pings are never decoded: only each
+        technician's newest counted fix of the batch (for the position) and the fixes of
+        technicians who may be arriving at or leaving a site (for the geofence). Whether a ping
+        is too late and whether it falls in its technician's shift are decided for the whole
+        batch at once, against the state as it stands at the ping's place in the batch: a
+        shift changes only through the records of this batch, so the pings of the few
+        technicians whose shift moves here (and of those the geofence may watch) are looked at
+        one by one, in order, between the records. A ping that turns out unreadable when
+        decoded goes to fs.dlq.
+        """
         self._result = result = StageResult()
-        latest: dict[str, Record] = {}
+        latest: dict[str, tuple[int, int]] = {}
+        self._latest = latest
         self._pings = self._off_shift = 0
-        for record in records:
-            if record.topic == "fs.gps":
-                self._ping(record, latest)
-            else:
-                event = self._decode(record)
-                if event is not None and not self._too_late(record, event):
-                    self._handle(event, record)
+        n = len(pings)
+        special: list[int] = []
+        tids: list[str | None] = []
+        code = np.zeros(0, np.int64)
+        stamps = pings.timestamps
+        events = [self._decode(record) for record in records]
+        if n:
+            special, tids, code = self._classify(records, events, pings)
+        position = 0
+        done = 0
+        for i, record in enumerate(records):
+            upto = pings.before[i]
+            if upto > done:
+                self.stream_time = max(self.stream_time, int(self._newest[upto - 1]))
+                while position < len(special) and special[position] < upto:
+                    j = special[position]
+                    self._special_ping(tids[code[j]], int(stamps[j]), pings, j)
+                    position += 1
+                done = upto
+                self._expire()
+            event = events[i]
+            if event is not None and not self._too_late(record, event):
+                self._handle(event, record)
+            self._expire()
+        if n:
+            self.stream_time = max(self.stream_time, int(self._newest[-1]))
+            for j in special[position:]:
+                self._special_ping(tids[code[j]], int(stamps[j]), pings, j)
             self._expire()
         if self._pings:
             result.count("pings", self._pings)
@@ -452,19 +498,21 @@ class FleetProcessor(_Base):
             result.count("pings_off_shift", self._off_shift)  # privacy: never stored, never shown
         # Only each technician's newest fix of the batch moves its position: decode just those.
         for tid in sorted(latest):
-            record = latest[tid]
+            at, j = latest[tid]
             tech = self.technicians[tid]
             try:
-                data = orjson.loads(record.value)["data"]
+                data = orjson.loads(pings.values[j])["data"]
                 fix = Position(
-                    record.timestamp_ms,
+                    at,
                     float(data["lat"]),
                     float(data["lon"]),
                     data.get("speed_mps"),
                     data.get("heading_deg"),
                 )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                result.dead_letter(record, "invalid", f"unreadable ping ({exc})", self.name)
+                result.dead_letter(
+                    pings.record(j), "invalid", f"unreadable ping ({exc})", self.name
+                )
                 continue
             if tech.position is None or fix.time >= tech.position.time:
                 tech.position = fix
@@ -472,26 +520,93 @@ class FleetProcessor(_Base):
         result.kv["stream_time"] = self.stream_time
         return result
 
-    def _ping(self, record: Record, latest: dict[str, Record]) -> None:
-        """The hot path. A ping's key is its technician and its record time its event time
-        (ingest guarantees both, having validated the ping in full), so most pings need no
-        decoding at all: only the newest of a batch per technician (for the position) and those
-        of technicians who may be arriving at or leaving a site (for the geofence). A ping that
-        turns out unreadable when decoded goes to fs.dlq."""
+    def _classify(
+        self, records: Sequence[Record], events: Sequence[Event | None], pings: Interleaved
+    ) -> tuple[list[int], list[str | None], npt.NDArray[np.int64]]:
+        """Decide what can be decided for all of a batch's pings at once; return the pings to
+        look at one by one (in order), each distinct technician and each ping's index in it."""
         result = self._result
-        if not record.key:
-            result.dead_letter(
-                record, "missing", "a ping must be keyed by its technician", self.name, "key"
+        n = len(pings)
+        stamps = pings.timestamps
+        self._newest = newest = np.maximum.accumulate(stamps)
+        # The stream time just before each ping: the newest ping and record before it.
+        seen = np.empty(n, np.int64)
+        seen[0] = self.stream_time
+        np.maximum(newest[:-1], self.stream_time, out=seen[1:])
+        if records:
+            record_newest = np.maximum.accumulate(
+                np.fromiter((r.timestamp_ms for r in records), np.int64, len(records))
             )
-            return
-        at = record.timestamp_ms
-        if at < self.stream_time - self.lateness_ms:
-            result.dead_letter(
-                record, "too_late", "ping older than the allowed lateness", self.name, "time"
+            preceding = np.searchsorted(
+                np.asarray(pings.before, np.int64), np.arange(n), side="right"
             )
-            return
-        self.stream_time = max(self.stream_time, at)
-        tid = _KEYS.get(record.key) or _key_text(record.key)
+            np.maximum(
+                seen, np.concatenate(([self.stream_time], record_newest))[preceding], out=seen
+            )
+        fresh = stamps >= seen - self.lateness_ms
+        keys = pings.keys
+        codes: dict[bytes | None, int] = {}
+        code = np.fromiter((codes.setdefault(key, len(codes)) for key in keys), np.int64, n)
+        tids = [None if key is None else _KEYS.get(key) or _key_text(key) for key in codes]
+        if None in codes:
+            fresh &= code != codes[None]
+            for j in np.flatnonzero(code == codes[None]).tolist():
+                result.dead_letter(
+                    pings.record(j), "missing", "a ping must be keyed by its technician", self.name
+                )
+        if not fresh.all():
+            for j in np.flatnonzero(~fresh).tolist():
+                if keys[j] is not None:
+                    result.dead_letter(
+                        pings.record(j),
+                        "too_late",
+                        "ping older than the allowed lateness",
+                        self.name,
+                        "time",
+                    )
+        # Technicians whose shift may change inside the batch (a shift event, or a registration
+        # that lets parked ones through), and those the geofence may watch at some point of it
+        # (watched now, or touched by one of the batch's records).
+        moving = {
+            record_key(r)
+            for r, event in zip(records, events, strict=True)
+            if event is not None and event.type in TECHNICIAN_KEYED
+        }
+        moving.update(self.parking.by_aggregate)
+        touched = {record_key(r) for r in records} | self._watched
+        starts = np.full(len(tids), np.iinfo(np.int64).max, np.int64)
+        one_by_one = np.zeros(len(tids), bool)
+        for c, tid in enumerate(tids):
+            if tid is None:
+                continue
+            if tid in moving or tid in touched:
+                one_by_one[c] = True
+            if tid in moving:
+                continue
+            tech = self.technicians.get(tid)
+            if tech is not None and tech.on_shift:
+                starts[c] = tech.shift_started_at if tech.shift_started_at is not None else 0
+        settled = fresh & ~one_by_one[code]
+        counted = settled & (stamps >= starts[code])
+        n_counted = int(np.count_nonzero(counted))
+        self._pings += n_counted
+        self._off_shift += int(np.count_nonzero(settled)) - n_counted
+        if n_counted:
+            # Each technician's newest counted fix (the last of equal times, as in order).
+            where = np.flatnonzero(counted)
+            by = np.lexsort((where, stamps[where], code[where]))
+            sorted_codes = code[where][by]
+            last = np.flatnonzero(np.append(sorted_codes[1:] != sorted_codes[:-1], True))
+            for j in where[by][last].tolist():
+                tid = tids[code[j]]
+                assert tid is not None
+                self._latest[tid] = (int(stamps[j]), j)
+        special = np.flatnonzero(fresh & one_by_one[code]).tolist()
+        return special, tids, code
+
+    def _special_ping(self, tid: str | None, at: int, pings: Interleaved, j: int) -> None:
+        """One ping of a technician whose shift or geofence state may move in this batch."""
+        assert tid is not None
         tech = self.technicians.get(tid)
         if (
             tech is None
@@ -501,17 +616,21 @@ class FleetProcessor(_Base):
             self._off_shift += 1
             return
         self._pings += 1
-        previous = latest.get(tid)
-        if previous is None or at >= previous.timestamp_ms:
-            latest[tid] = record
-        if tid not in self._watched:
-            return
+        previous = self._latest.get(tid)
+        if previous is None or at >= previous[0]:
+            self._latest[tid] = (at, j)
+        if tid in self._watched:
+            self._geofence(tid, at, pings, j)
+
+    def _geofence(self, tid: str, at: int, pings: Interleaved, i: int) -> None:
+        result = self._result
+        tech = self.technicians[tid]
         try:
-            data = orjson.loads(record.value)["data"]
+            data = orjson.loads(pings.values[i])["data"]
             lat, lon = float(data["lat"]), float(data["lon"])
             accuracy = data.get("accuracy_m")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            result.dead_letter(record, "invalid", f"unreadable ping ({exc})", self.name)
+            result.dead_letter(pings.record(i), "invalid", f"unreadable ping ({exc})", self.name)
             return
         hit = tech_agg.geofence(tech, at, lat, lon, accuracy, self.geofence_m)
         if hit is None:

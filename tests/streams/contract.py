@@ -162,6 +162,31 @@ class LogContract:
 
         self.with_log(body)
 
+    def test_columns_read_what_records_read(self) -> None:
+        topic = self.unique("columns")
+
+        async def body(log: Log) -> None:
+            await log.create_topics([TopicSpec(topic, 2)])
+            await log.append(
+                [
+                    OutRecord(topic, b"v%d" % i, None if i % 7 == 0 else b"k%d" % i, 1_000 + i)
+                    for i in range(60)
+                ]
+            )
+            for partition in (0, 1):
+                rows = await log.read(topic, partition, 3, max_records=20)
+                columns = await log.read_columns(topic, partition, 3, max_records=20)
+                assert len(columns) == len(rows) > 0
+                assert (columns.topic, columns.partition) == (topic, partition)
+                assert columns.offsets.tolist() == [r.offset for r in rows]
+                assert columns.timestamps.tolist() == [r.timestamp_ms for r in rows]
+                assert columns.keys == [r.key for r in rows]
+                assert columns.values == [r.value for r in rows]
+            end = (await log.end_offsets(topic))[0]
+            assert len(await log.read_columns(topic, 0, end)) == 0
+
+        self.with_log(body)
+
     def test_a_large_batch_round_trips(self) -> None:
         topic = self.unique("large")
 
