@@ -45,15 +45,26 @@ async def prepare(lines: list[tuple[int, bytes]], directory: Path, graph: RoadGr
     await log.close()
 
 
-async def timed(directory: Path, graph: RoadGraph) -> tuple[dict[str, int], float]:
+async def timed(
+    directory: Path, graph: RoadGraph, profile: bool = False
+) -> tuple[dict[str, int], float]:
     config = Config(data_dir=directory)
     log = await open_log(config)
     store = SqliteStateStore.in_dir(directory)
     eta = build_stages(log, store, config, graph)[-1]
     await eta.start()
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     began = time.perf_counter()
     await run_until_idle([eta])
     seconds = time.perf_counter() - began
+    if profiler is not None:
+        profiler.disable()
+        profiler.print_stats("tottime")
     totals = dict(eta.totals)
     totals["pings"] = sum(
         b - a
@@ -71,6 +82,7 @@ def main() -> None:
     parser.add_argument("--technicians", type=int, default=300)
     parser.add_argument("--scenario", default="normal")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="cProfile the timed part")
     args = parser.parse_args()
     graph = RoadGraph.default()
     sim = simulate(make_params(args.scenario, technicians=args.technicians, seed=args.seed), graph)
@@ -79,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         asyncio.run(prepare(lines, directory, graph))
-        totals, seconds = asyncio.run(timed(directory, graph))
+        totals, seconds = asyncio.run(timed(directory, graph, args.profile))
     pings = totals["pings"]
     rate = pings / seconds
     print(

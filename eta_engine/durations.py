@@ -133,10 +133,12 @@ class DurationModel:
         self._censored: dict[str, Sums] = {}
         self._cache: dict[tuple[str, bool, str | None], tuple[float, float]] = {}
         self._within: dict[tuple[str, bool, str | None], float] = {}
+        self._levels: dict[tuple[str, bool], tuple[float, float, float]] = {}
 
     def _clear(self) -> None:
         self._cache.clear()
         self._within.clear()
+        self._levels.clear()
 
     def _get(self, key: str) -> Sums:
         found = self.sums.get(key)
@@ -232,6 +234,14 @@ class DurationModel:
         return mu, var
 
     def _type_level(self, job_type: str, again: bool) -> tuple[float, float, float]:
+        """``(mu, var, n_eff)`` of the job type's level (cached until the sums change)."""
+        key = (job_type, again)
+        found = self._levels.get(key)
+        if found is None:
+            found = self._levels[key] = self._compute_type_level(job_type, again)
+        return found
+
+    def _compute_type_level(self, job_type: str, again: bool) -> tuple[float, float, float]:
         cfg = self.config
         mu0 = math.log(cfg.prior_median_s)
         var0 = cfg.prior_log_sd**2

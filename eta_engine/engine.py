@@ -95,6 +95,9 @@ SOURCE = "fieldstream/eta"
 STATE_FORMAT = 2
 """Version of the :meth:`EtaEngine.snapshot` layout; :meth:`EtaEngine.restore` checks it."""
 
+_FORGET_EVERY = 15
+"""Speed publication periods between two scans for orders to forget."""
+
 ON_SITE = ("arrived", "in_progress", "paused")
 CURRENT = ("en_route", *ON_SITE)
 FINISHED = ("completed_fixed", "completed_not_fixed", "cancelled")
@@ -478,6 +481,9 @@ class _Stop:
     timer: str | None = None
     """A WORKING stop timed by an overhead (``wind_down`` after a part fitted,
     ``missing_wind_down`` after a part missing) rather than by the job's duration."""
+    leg: Leg | None = None
+    """A QUEUED stop's leg from the previous stop, still to be priced (``travel_s`` is set
+    by ``EtaEngine._price_legs``, for all chains of an evaluation at once)."""
 
 
 def _to_data(obj: Any) -> dict[str, Any]:
@@ -576,6 +582,8 @@ class EtaEngine:
         self._last_ping: dict[str, int] = {}
         self._out: list[Event] = []
         self._suffixes: dict[tuple[int, int], tuple[int, FloatArray]] = {}
+        self._leg_live: dict[tuple[int, int], float] = {}
+        self._leg_version = -1
         self._candidate_table: _Candidates | None = None
 
     # ================================================================================ input
@@ -980,8 +988,12 @@ class EtaEngine:
         if self._pings:
             self._process_pings()
         if self._watermark is not None and self.speeds.due(self._watermark):
+            before = self.speeds.tick
             self.speeds.publish(self._watermark)
-            self._forget_old_orders(self._watermark)
+            # A scan of every order: every quarter of an hour is often enough to bound the
+            # state, and the speed model's period count (part of the state) says when.
+            if self.speeds.tick // _FORGET_EVERY != before // _FORGET_EVERY:
+                self._forget_old_orders(self._watermark)
         causes = self._causes
         interval = self.config.eval_interval_s * 1000.0
         for tid, index in self._last_ping.items():
@@ -1295,7 +1307,10 @@ class EtaEngine:
                 live, free = self._from_position(tech, job.site_node)
                 from_position = False
             elif origin is not None:
-                live, free = self._leg(origin, job.site_node)
+                leg = self.fields.leg(origin, job.site_node)
+                stops.append(_Stop(job, QUEUED, free_s=leg.static_s, leg=leg))
+                origin = job.site_node
+                continue
             else:
                 live, free = 0.0, 0.0
             if not (math.isfinite(live) and math.isfinite(free)):
@@ -1303,6 +1318,49 @@ class EtaEngine:
             stops.append(_Stop(job, QUEUED, live, free))
             origin = job.site_node
         return stops
+
+    def _price_legs(self, chains: list[list[_Stop]]) -> None:
+        """Live seconds of the chains' queued legs at the published factors, in one pass.
+
+        A leg's live time is the sum of its edges' live times; legs already priced at the
+        current speed version are taken from ``_leg_live``.
+        """
+        version = self.speeds.version
+        if self._leg_version != version:
+            self._leg_live = {}
+            self._leg_version = version
+        known = self._leg_live
+        pending: list[_Stop] = []
+        for stops in chains:
+            for stop in stops:
+                leg = stop.leg
+                if leg is None:
+                    continue
+                live = known.get((leg.origin, leg.dst))
+                if live is None:
+                    pending.append(stop)
+                else:
+                    stop.travel_s = live
+        if pending:
+            legs = [stop.leg for stop in pending if stop.leg is not None]
+            sizes = np.fromiter((len(leg.edges) for leg in legs), np.int64, len(legs))
+            totals = np.zeros(len(legs))
+            routed = sizes > 0
+            if routed.any():
+                edges = np.concatenate([leg.edges for leg in legs if len(leg.edges)])
+                times = self.speeds.edge_times()[edges]
+                starts = np.cumsum(sizes[routed]) - sizes[routed]
+                totals[routed] = np.add.reduceat(times, starts)
+            for stop, leg, total in zip(pending, legs, totals.tolist(), strict=True):
+                live = total if math.isfinite(leg.static_s) else math.inf
+                known[(leg.origin, leg.dst)] = live
+                stop.travel_s = live
+        for stops in chains:
+            for stop in stops:
+                if stop.leg is not None:
+                    if not (math.isfinite(stop.travel_s) and math.isfinite(stop.free_s)):
+                        stop.travel_s = stop.free_s = 0.0
+                    stop.leg = None
 
     def _open_work(self, now: int) -> list[tuple[str, int, float]]:
         """Jobs under way (work started, not completed) as right-censored durations."""
@@ -1321,15 +1379,23 @@ class EtaEngine:
         if cfg.duration_censoring:
             self.durations.set_open(self._open_work(now_step))
         chains: list[list[_Stop]] = [self._chain(tech, cause.time) for tech, cause in todo]
+        self._price_legs(chains)
         width = max((len(c) for c in chains), default=0)
         if width == 0:
             return
         n = len(todo)
         inputs = Chains.empty(n, width)
         overrun = np.zeros(n, dtype=bool)
+        priors: dict[int, float] = {}
+        hour_ms = 3_600_000
+        offset_ms = cfg.utc_offset_minutes * 60_000
         for i, ((tech, cause), stops) in enumerate(zip(todo, chains, strict=True)):
             now = cause.time
-            inputs.prior_ratio[i] = self.speeds.prior_at(now)
+            hour = (now + offset_ms) // hour_ms
+            prior = priors.get(hour)
+            if prior is None:
+                prior = priors[hour] = self.speeds.prior_at(now)
+            inputs.prior_ratio[i] = prior
             inputs.start_s[i] = self._start_s(tech, now)
             for k, stop in enumerate(stops):
                 job = stop.job
@@ -1532,6 +1598,12 @@ class EtaEngine:
         skills: list[frozenset[str]] = []
         free_at: list[float] = []
         nodes: list[int] = []
+        # Those at work: the end of the job on hand given the time spent, all at once.
+        working: list[int] = []
+        started: list[float] = []
+        mus: list[float] = []
+        sigmas: list[float] = []
+        edges = self.pos.edge
         for other in sorted(self.techs.values(), key=lambda t: t.id):
             if not other.on_shift or not other.registered:
                 continue
@@ -1541,17 +1613,15 @@ class EtaEngine:
             if current is not None:
                 mu, sigma = self.durations.params(current.job_type, current.visit, other.id)
                 if current.status in ("in_progress", "paused") and current.started_at:
-                    elapsed = np.array([(now - current.started_at) / 1000.0])
-                    rest = conditional_lognormal(
-                        np.array([mu]), np.array([sigma]), elapsed, np.zeros(1)
-                    )
-                    at = current.started_at + float(rest[0]) * 1000.0
+                    working.append(len(ids))
+                    started.append(float(current.started_at))
+                    mus.append(mu)
+                    sigmas.append(sigma)
                 else:
-                    at = now + math.exp(mu) * 1000.0 + setup
-                at = max(at, float(now)) + turn
+                    at = max(now + math.exp(mu) * 1000.0 + setup, float(now)) + turn
                 node = current.site_node
-            elif self.pos.edge[other.slot] >= 0:
-                node = int(self.graph.edge_dst[self.pos.edge[other.slot]])
+            elif edges[other.slot] >= 0:
+                node = int(self.graph.edge_dst[edges[other.slot]])
             else:
                 node = other.last_site_node if other.last_site_node is not None else other.home_node
             if node is None:
@@ -1560,7 +1630,14 @@ class EtaEngine:
             skills.append(frozenset(other.skills))
             free_at.append(at)
             nodes.append(node)
-        table = _Candidates(ids, skills, np.asarray(free_at), np.asarray(nodes, dtype=np.int64))
+        free = np.asarray(free_at, dtype=np.float64)
+        if working:
+            begun = np.asarray(started)
+            rest = conditional_lognormal(
+                np.asarray(mus), np.asarray(sigmas), (now - begun) / 1000.0, np.zeros(len(begun))
+            )
+            free[working] = np.maximum(begun + rest * 1000.0, float(now)) + turn
+        table = _Candidates(ids, skills, free, np.asarray(nodes, dtype=np.int64))
         self._candidate_table = table
         return table
 
