@@ -7,6 +7,7 @@ judged by remain (see :meth:`Etas.prune`). Pure data, no I/O.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from datetime import UTC, datetime, timedelta
 
 from events.codec import parse_time
 
@@ -17,28 +18,30 @@ _TOP = "\U0010ffff"
 """Sorts after every event id."""
 
 
-_DATES: dict[str, int] = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_TIMES: dict[str, int] = {}
+_TIMES_MAX = 1 << 16
 
 
 def time_ms(text: str) -> int:
     """An RFC 3339 time as the pipeline writes it (``2026-11-23T14:05:00.000Z``) in ms since
-    the epoch, with the date's part cached (most times of a day share it); any other form
-    goes to :func:`events.codec.parse_time`."""
+    the epoch (exact integer arithmetic); recent texts are remembered (a work order's
+    snapshots repeat its window and visit times). Any other form goes to
+    :func:`events.codec.parse_time`."""
+    ms = _TIMES.get(text)
+    if ms is not None:
+        return ms
     if len(text) != 24 or text[10] != "T" or text[19] != "." or text[23] != "Z":
         return parse_time(text)
-    date = _DATES.get(text[:10])
-    if date is None:
-        date = _DATES[text[:10]] = parse_time(text[:10] + "T00:00:00.000Z")
     try:
-        return (
-            date
-            + int(text[11:13]) * 3_600_000
-            + int(text[14:16]) * 60_000
-            + int(text[17:19]) * 1000
-            + int(text[20:23])
-        )
+        ms = (datetime.fromisoformat(text) - _EPOCH) // _MS
     except ValueError:
         return parse_time(text)
+    if len(_TIMES) >= _TIMES_MAX:
+        _TIMES.clear()
+    _TIMES[text] = ms
+    return ms
 
 
 def quantiles(point: EtaPoint) -> tuple[int, int, int]:

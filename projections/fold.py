@@ -717,7 +717,7 @@ class Projection(Views):
         number = tech.next_chunk
         tech.next_chunk += 1  # before the state is taken: a restart continues after this one
         state = orjson.dumps(track_doc(tech))
-        newest = max(f[0] for f in fixes) if fixes else tech.track_newest
+        newest = fixes[-1][0] if fixes else tech.track_newest  # (fixes come sorted by time)
         out.chunks.append((tech.id, number, newest, pack_fixes(fixes), state))
 
     def _expand(

@@ -140,9 +140,13 @@ class Track:
         """
         fresh: list[Fix] = []
         incoming, self.incoming = self.incoming, []
-        if shifts and len(shifts) == 1 and shifts[0][1] is None:
-            start = shifts[0][0]  # the common case: one open shift
-            if incoming and min(f[0] for f in incoming) >= start:
+        if incoming and shifts:
+            # the common case: the oldest and the newest fix in one shift, so all of them
+            stamps = [f[0] for f in incoming]
+            lo, hi = min(stamps), max(stamps)
+            i = bisect_right(shifts, lo, key=_start) - 1
+            end = shifts[i][1] if i >= 0 else None
+            if i >= 0 and (end is None or hi <= end):
                 fresh = incoming
                 incoming = []
         waiting: list[Fix] = []
@@ -202,13 +206,12 @@ class Track:
             return
         lats = [p[1] for p in points]
         lons = [p[2] for p in points]
-        if start > 0:
-            first = int(segments_mm([self.lat[-1]], [self.lon[-1]], [lats[0]], [lons[0]])[0])
-            base = self.odo[-1] + first
+        if start > 0:  # the segment joining the kept fixes, then the new ones: one call
+            steps = segments_mm([self.lat[-1], *lats[:-1]], [self.lon[-1], *lons[:-1]], lats, lons)
+            odo = self.odo[-1] + np.cumsum(steps)
         else:
-            base = 0
-        steps = segments_mm(lats[:-1], lons[:-1], lats[1:], lons[1:])
-        odo = np.concatenate(([base], base + np.cumsum(steps))).astype(np.int64)
+            steps = segments_mm(lats[:-1], lons[:-1], lats[1:], lons[1:])
+            odo = np.concatenate(([0], np.cumsum(steps))).astype(np.int64)
         self.t.extend(p[0] for p in points)
         self.lat.extend(lats)
         self.lon.extend(lons)
