@@ -1,7 +1,8 @@
 """The projection fold: log records in, KPI rows, visit facts and live-tracking rows out.
 
 :class:`Projection` is pure (no I/O, no clock). Feed it each partition's records in offset
-order with :meth:`Projection.apply` (partitions and topics may come in any order), then call
+order with :meth:`Projection.apply` (GPS pings may come a column at a time, with
+:meth:`Projection.apply_pings`; partitions and topics may come in any order), then call
 :meth:`Projection.flush` once per batch: it returns every row the batch changed, for the store
 to write in one transaction with the offsets after the batch.
 
@@ -25,7 +26,7 @@ GPS fix waits at most ``lateness_ms`` for a shift that covers it (see projection
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -94,6 +95,24 @@ class RecordLike(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes: ...
+
+
+class ColumnsLike(Protocol):
+    """One partition's records a column at a time, in offset order (``streams.log.Columns``
+    has it): how the stage hands over GPS pings, without one object per record."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offsets(self) -> Any: ...
+    @property
+    def timestamps(self) -> Any: ...
+    @property
+    def keys(self) -> list[bytes | None]: ...
+    @property
+    def values(self) -> list[bytes]: ...
 
 
 @dataclass(slots=True)
@@ -211,7 +230,14 @@ class Projection(Views):
         if not records:
             return
         if topic == "fs.gps":
-            self._pings(records)
+            self._pings(
+                topic,
+                records[0].partition,
+                [r.timestamp_ms for r in records],
+                [r.key for r in records],
+                [r.value for r in records],
+                lambda i: (records[i].offset, records[i].value),
+            )
             return
         if topic == "fs.eta":
             self._etas(records)
@@ -232,42 +258,79 @@ class Projection(Views):
         self._count(f"records.{topic}", len(records))
 
     def _see(self, records: Sequence[RecordLike]) -> None:
-        """Note, from one partition's records, the newest event read (the cause of on-demand
-        snapshots) and, per day, the last event read before the day's close (the cause of
-        its day-close snapshots: the same whatever the batching)."""
+        first = records[0]
+        self._seen(
+            first.topic,
+            first.partition,
+            [r.timestamp_ms for r in records],
+            lambda i: (records[i].offset, records[i].value),
+        )
+
+    def _seen(
+        self,
+        topic: str,
+        partition: int,
+        times: list[int],
+        record: Callable[[int], tuple[int, bytes]],
+    ) -> None:
+        """Note, from one partition's records (their times, and ``record(i)``: the offset and
+        value of the i-th), the newest event read (the cause of on-demand snapshots) and, per
+        day, the last event read before the day's close (the cause of its day-close
+        snapshots: the same whatever the batching)."""
         lateness, offset = self.settings.lateness_ms, self.settings.day_offset_ms
-        best: dict[int, RecordLike] = {}
-        times = [r.timestamp_ms for r in records]
+        best: dict[int, int] = {}
         newest = max(times)
         bucket = (newest - lateness + offset) // DAY_MS
         if (min(times) - lateness + offset) // DAY_MS == bucket:
-            best[bucket] = records[times.index(newest)]  # the usual case: a batch in one day
+            best[bucket] = times.index(newest)  # the usual case: a batch in one day
         else:
-            for r in records:
-                t = r.timestamp_ms
+            for i, t in enumerate(times):
                 bucket = (t - lateness + offset) // DAY_MS
                 current = best.get(bucket)
-                if current is None or t > current.timestamp_ms:
-                    best[bucket] = r
-        for bucket, r in best.items():
-            key = (r.timestamp_ms, r.topic, r.partition, r.offset)
+                if current is None or t > times[current]:
+                    best[bucket] = i
+        for bucket, i in best.items():
+            t = times[i]
+            at, value = record(i)
+            key = (t, topic, partition, at)
             old = self.close_causes.get(bucket)
             if old is None or key > (old.time, old.topic, old.partition, old.offset):
-                self.close_causes[bucket] = Cause(_event_id(r), *key[1:], r.timestamp_ms)
-            if r.timestamp_ms > self.watermark:
-                self.watermark = r.timestamp_ms
-                self.cause = Cause(_event_id(r), r.topic, r.partition, r.offset, r.timestamp_ms)
+                self.close_causes[bucket] = Cause(_event_id(value), topic, partition, at, t)
+            if t > self.watermark:
+                self.watermark = t
+                self.cause = Cause(_event_id(value), topic, partition, at, t)
 
-    def _pings(self, records: Sequence[RecordLike]) -> None:
+    def apply_pings(self, columns: ColumnsLike) -> None:
+        """Fold one partition's GPS pings, a column at a time (as :meth:`apply` does with
+        records of fs.gps)."""
+        if len(columns.values):
+            offsets = columns.offsets
+            self._pings(
+                columns.topic,
+                columns.partition,
+                columns.timestamps.tolist(),
+                columns.keys,
+                columns.values,
+                lambda i: (int(offsets[i]), columns.values[i]),
+            )
+
+    def _pings(
+        self,
+        topic: str,
+        partition: int,
+        times: list[int],
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes],
+        record: Callable[[int], tuple[int, bytes]],
+    ) -> None:
         """The hot path (most records are pings). A ping's key is its technician and its
         record time its event time (ingest guarantees both). Only the ``data`` member is
         parsed (see :func:`ping_fix`); the fixes are grouped by technician, keeping each
         one's partition order, and offered to its track in one call."""
         by_key: dict[bytes, list[Fix]] = {}
         bad = 0
-        for record in records:
-            key = record.key
-            fix = ping_fix(record.timestamp_ms, record.value)
+        for at, key, value in zip(times, keys, values, strict=True):
+            fix = ping_fix(at, value)
             if fix is None or not key:
                 bad += 1
                 continue
@@ -289,8 +352,8 @@ class Projection(Views):
             late += refused
             if refused < len(fixes):
                 pinged.add(tid)
-        self._see(records)
-        self._count("pings", len(records) - late - bad)
+        self._seen(topic, partition, times, record)
+        self._count("pings", len(times) - late - bad)
         if late:
             self._count("pings_too_late", late)
         if bad:
@@ -988,9 +1051,9 @@ def ping_fix(at: int, value: bytes) -> Fix | None:
         return None
 
 
-def _event_id(record: RecordLike) -> str:
-    """The event id of a record (a few records per batch: the causes)."""
+def _event_id(value: bytes) -> str:
+    """The event id of a record's value (a few records per batch: the causes)."""
     try:
-        return str(orjson.loads(record.value)["id"])
+        return str(orjson.loads(value)["id"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return ""

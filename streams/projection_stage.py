@@ -6,7 +6,8 @@ It has the interface :func:`streams.pipeline.run_until_idle` drives (``name``, `
 
 A step takes, like the pipeline's stages, every unread record up to the horizon (or up to
 ``max_batch`` records without one), hands each partition's records in offset order to
-:class:`~projections.fold.Projection`, and then
+:class:`~projections.fold.Projection` (GPS pings, most of the traffic, are read and handed
+over a column at a time: ``Log.read_columns``, no object per ping), and then
 
 1. appends the day-close ``KpiSnapshot`` events, if the newest event time read passed a
    day's end plus the allowed lateness, to fs.kpi (ids are deterministic: a step repeated
@@ -28,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from events import kinds as k
 from events.base import Causation
 from events.codec import encode
@@ -35,12 +38,14 @@ from projections.fold import TOPICS, Projection, RecordLike
 from projections.kpis import METRIC_NAMES, GroupKey, group_key_text
 from projections.state import Cause, Settings
 from streams.config import Config
-from streams.log import Log, OutRecord
+from streams.log import Columns, Log, OutRecord, Record
 from streams.pipeline import BatchStats
 from streams.projection_store import ProjectionStore, open_projection_store
 
 KPI_TOPIC = "fs.kpi"
 READ_CHUNK = 5_000
+COLUMNAR = frozenset({"fs.gps"})
+"""Inputs read a column at a time (``Log.read_columns``): GPS pings, most of the records."""
 
 
 StepStats = BatchStats
@@ -92,6 +97,77 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+class _Ahead:
+    """One partition's records read ahead and not yet projected (from ``head`` on): a list
+    of records, or, for the topics in :data:`COLUMNAR`, columns (no object per record)."""
+
+    __slots__ = ("columns", "head", "records")
+
+    def __init__(self, columnar: bool) -> None:
+        self.records: list[Record] = []
+        self.columns: Columns | None = None
+        self.head = 0
+        if columnar:
+            self.columns = Columns("", 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [], [])
+
+    def _size(self) -> int:
+        return len(self.columns) if self.columns is not None else len(self.records)
+
+    def pending(self) -> int:
+        return self._size() - self.head
+
+    def time(self, i: int) -> int:
+        """The timestamp of the i-th record (from the start of the buffer)."""
+        if self.columns is not None:
+            return int(self.columns.timestamps[i])
+        return self.records[i].timestamp_ms
+
+    def last_time(self) -> int:
+        return self.time(self._size() - 1)
+
+    def add(self, batch: list[Record] | Columns) -> None:
+        """Append what a read returned (after dropping what was taken already)."""
+        if isinstance(batch, Columns):
+            assert self.columns is not None
+            old = self.columns.slice(self.head, len(self.columns))
+            self.columns = Columns(
+                batch.topic,
+                batch.partition,
+                np.concatenate((old.offsets, batch.offsets)),
+                np.concatenate((old.timestamps, batch.timestamps)),
+                old.keys + batch.keys,
+                old.values + batch.values,
+            )
+        else:
+            if self.head:
+                del self.records[: self.head]
+            self.records.extend(batch)
+        self.head = 0
+
+    def take(self, horizon: int | None, share: int) -> tuple[Sequence[RecordLike] | Columns, int]:
+        """Take, from the head on, the records up to the first one stamped after ``horizon``
+        (without one: ``share`` records). Returns them and the offset after the last taken
+        (nothing taken: an empty batch)."""
+        head = self.head
+        size = self._size()
+        if horizon is None:
+            stop = min(size, head + share)
+        elif self.columns is not None:
+            after = np.flatnonzero(self.columns.timestamps[head:] > horizon)
+            stop = head + int(after[0]) if len(after) else size
+        else:
+            stop = head
+            records = self.records
+            while stop < size and records[stop].timestamp_ms <= horizon:
+                stop += 1
+        self.head = stop
+        if self.columns is not None:
+            columns = self.columns.slice(head, stop)
+            return columns, int(columns.offsets[-1]) + 1 if stop > head else -1
+        chunk = self.records[head:stop]
+        return chunk, chunk[-1].offset + 1 if chunk else -1
+
+
 class ProjectionStage:
     """The stage (see the module docstring). One instance per process; call :meth:`close`
     when done (a stage that is dropped closes its store when collected)."""
@@ -115,8 +191,7 @@ class ProjectionStage:
         self.store: ProjectionStore | None = None
         self.totals: dict[str, int] = {}
         self._positions: dict[tuple[str, int], int] = {}
-        self._buffers: dict[tuple[str, int], list[Any]] = {}
-        self._heads: dict[tuple[str, int], int] = {}
+        self._buffers: dict[tuple[str, int], _Ahead] = {}
         self._fetched: dict[tuple[str, int], int] = {}
         self._ends: dict[tuple[str, int], int] = {}
         self._by_topic: dict[str, list[tuple[str, int]]] = {}
@@ -167,12 +242,11 @@ class ProjectionStage:
 
     def _wants(self, tp: tuple[str, int], horizon: int | None, share: int) -> bool:
         buffer = self._buffers.get(tp)
-        head = self._heads.get(tp, 0)
-        if not buffer or head >= len(buffer):
+        if buffer is None or not buffer.pending():
             return True
         if horizon is not None:
-            return bool(buffer[-1].timestamp_ms <= horizon)
-        return len(buffer) - head < share
+            return buffer.last_time() <= horizon
+        return buffer.pending() < share
 
     async def _fill(self, horizon: int | None) -> None:
         """Top up the read-ahead buffers: with a horizon, until each partition's buffer
@@ -187,33 +261,36 @@ class ProjectionStage:
                    for tp in wanting):  # fmt: skip
                 for p, end in (await self.log.end_offsets(topic)).items():
                     self._ends[(topic, p)] = end
+            columnar = topic in COLUMNAR
             for tp in wanting:
                 end = self._ends.get(tp, 0)
-                buffer = self._buffers.setdefault(tp, [])
+                buffer = self._buffers.get(tp)
+                if buffer is None:
+                    buffer = self._buffers[tp] = _Ahead(columnar)
                 while self._fetched.get(tp, self._positions[tp]) < end and self._wants(
                     tp, horizon, share
                 ):
                     fetched = self._fetched.get(tp, self._positions[tp])
-                    records = await self.log.read(topic, tp[1], fetched, READ_CHUNK)
-                    if not records:
-                        break
-                    head = self._heads.get(tp, 0)
-                    if head:
-                        del buffer[:head]
-                        self._heads[tp] = 0
-                    buffer.extend(records)
-                    self._fetched[tp] = records[-1].offset + 1
+                    batch: list[Record] | Columns
+                    if columnar:
+                        batch = await self.log.read_columns(topic, tp[1], fetched, READ_CHUNK)
+                        if not len(batch):
+                            break
+                        last = int(batch.offsets[-1])
+                    else:
+                        batch = await self.log.read(topic, tp[1], fetched, READ_CHUNK)
+                        if not batch:
+                            break
+                        last = batch[-1].offset
+                    buffer.add(batch)
+                    self._fetched[tp] = last + 1
 
     async def next_time(self) -> int | None:
         """The smallest timestamp among the next unread record of each input partition."""
         await self.start()
         with collector_paused():
             await self._fill(None)
-        heads = [
-            buffer[self._heads.get(tp, 0)].timestamp_ms
-            for tp, buffer in self._buffers.items()
-            if self._heads.get(tp, 0) < len(buffer)
-        ]
+        heads = [buffer.time(buffer.head) for buffer in self._buffers.values() if buffer.pending()]
         return min(heads) if heads else None
 
     async def step(self, horizon: int | None = None) -> StepStats:
@@ -229,30 +306,25 @@ class ProjectionStage:
         began = time.perf_counter()
         await self._fill(horizon)
         share = max(1, self.max_batch // max(1, len(self._positions)))
-        taken: list[tuple[str, Sequence[RecordLike]]] = []
+        taken: list[tuple[str, Sequence[RecordLike] | Columns]] = []
         new_positions: dict[tuple[str, int], int] = {}
         for tp in self._positions:  # inputs in TOPICS order, each partition in offset order
             buffer = self._buffers.get(tp)
-            if not buffer:
+            if buffer is None or not buffer.pending():
                 continue
-            head = self._heads.get(tp, 0)
-            stop = head
-            if horizon is not None:
-                while stop < len(buffer) and buffer[stop].timestamp_ms <= horizon:
-                    stop += 1
-            else:
-                stop = min(len(buffer), head + share)
-            if stop == head:
+            batch, after = buffer.take(horizon, share)
+            if not len(batch):
                 continue
-            chunk = buffer[head:stop]
-            self._heads[tp] = stop
-            taken.append((tp[0], chunk))
-            new_positions[tp] = chunk[-1].offset + 1
+            taken.append((tp[0], batch))
+            new_positions[tp] = after
         if not taken:
             return StepStats(0, 0, time.perf_counter() - began, {})
         projection = self.projection
-        for topic, records in taken:
-            projection.apply(topic, records)
+        for topic, batch in taken:
+            if isinstance(batch, Columns):
+                projection.apply_pings(batch)
+            else:
+                projection.apply(topic, batch)
         changes = projection.flush()
         outputs: list[OutRecord] = []
         for day, cause in projection.closable_days(self._low_watermark()):
@@ -285,10 +357,9 @@ class ProjectionStage:
         with records not fetched yet does, entirely)."""
         low: int | None = None
         for tp in self._positions:
-            buffer = self._buffers.get(tp, [])
-            head = self._heads.get(tp, 0)
-            if head < len(buffer):
-                t = buffer[head].timestamp_ms
+            buffer = self._buffers.get(tp)
+            if buffer is not None and buffer.pending():
+                t = buffer.time(buffer.head)
             elif self._fetched.get(tp, self._positions[tp]) < self._ends.get(tp, 0):
                 return -(2**62)
             else:
