@@ -259,6 +259,8 @@ class KpiBook:
     def __init__(self) -> None:
         self.contributions: dict[tuple[str, ...], Contribution] = {}
         self.groups: dict[GroupKey, Accumulator] = {}
+        self._day_groups: dict[str, int] = {}
+        """day -> how many of :attr:`groups` it has (asked after every batch)."""
         self._dirty: dict[GroupKey, set[str]] = {}
 
     def update(self, subject: tuple[str, ...], new: Contribution | None) -> bool:
@@ -314,6 +316,7 @@ class KpiBook:
                 acc = groups.get(key)
                 if acc is None:
                     acc = groups[key] = Accumulator()
+                    self._day_groups[part.day] = self._day_groups.get(part.day, 0) + 1
                 names = dirty.get(key)
                 if names is None:
                     names = dirty[key] = set()
@@ -340,6 +343,11 @@ class KpiBook:
             acc = self.groups.get(key)
             if acc is not None and acc.members <= 0:
                 del self.groups[key]
+                left = self._day_groups[key[0]] - 1
+                if left:
+                    self._day_groups[key[0]] = left
+                else:
+                    del self._day_groups[key[0]]
                 yield key, None, ()
                 continue
             if acc is None:
@@ -362,7 +370,8 @@ class KpiBook:
         return {m.name: compute(m, acc) for m in METRICS}
 
     def days(self) -> set[str]:
-        return {key[0] for key in self.groups}
+        """The days that have groups."""
+        return set(self._day_groups)
 
     def keys_of_day(self, day: str) -> list[GroupKey]:
         return sorted(key for key in self.groups if key[0] == day)
