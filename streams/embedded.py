@@ -20,6 +20,7 @@ import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -251,16 +252,20 @@ class EmbeddedLog(Log):
 
     # -- read ----------------------------------------------------------------------------------
 
+    def _rows(
+        self, columns: str, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[Any]:
+        topic_id, _ = self._topic(topic)
+        base = _pos(topic_id, partition)
+        return self._db.execute(
+            f"SELECT {columns} FROM log_records WHERE pos >= ? AND pos < ? ORDER BY pos LIMIT ?",
+            (base + offset, base + _OFFSET_MASK + 1, max_records),
+        ).fetchall()
+
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int = 10_000
     ) -> list[Record]:
-        topic_id, _ = self._topic(topic)
-        base = _pos(topic_id, partition)
-        rows = self._db.execute(
-            "SELECT pos, ts, key, value, headers FROM log_records "
-            "WHERE pos >= ? AND pos < ? ORDER BY pos LIMIT ?",
-            (base + offset, base + _OFFSET_MASK + 1, max_records),
-        ).fetchall()
+        rows = self._rows("pos, ts, key, value, headers", topic, partition, offset, max_records)
         return [
             Record(
                 topic,
@@ -277,13 +282,7 @@ class EmbeddedLog(Log):
     async def read_columns(
         self, topic: str, partition: int, offset: int, max_records: int = 10_000
     ) -> Columns:
-        topic_id, _ = self._topic(topic)
-        base = _pos(topic_id, partition)
-        rows = self._db.execute(
-            "SELECT pos, ts, key, value FROM log_records "
-            "WHERE pos >= ? AND pos < ? ORDER BY pos LIMIT ?",
-            (base + offset, base + _OFFSET_MASK + 1, max_records),
-        ).fetchall()
+        rows = self._rows("pos, ts, key, value", topic, partition, offset, max_records)
         if not rows:
             return Columns.of(topic, partition, [])
         positions, stamps, keys, values = zip(*rows, strict=True)

@@ -111,6 +111,17 @@ class Columns:
             [r.value for r in records],
         )
 
+    def joined(self, start: int, more: Columns) -> Columns:
+        """Records ``start:`` of these followed by ``more`` (the next read of the partition)."""
+        return Columns(
+            self.topic,
+            self.partition,
+            np.concatenate((self.offsets[start:], more.offsets)),
+            np.concatenate((self.timestamps[start:], more.timestamps)),
+            self.keys[start:] + more.keys,
+            self.values[start:] + more.values,
+        )
+
     def slice(self, start: int, end: int) -> Columns:
         return Columns(
             self.topic,

@@ -153,15 +153,7 @@ class _ColumnBuffer:
         return int(self.columns.timestamps[-1])
 
     def extend(self, more: Columns) -> None:
-        c = self.columns.slice(self.start, len(self.columns))
-        self.columns = Columns(
-            c.topic,
-            c.partition,
-            np.concatenate((c.offsets, more.offsets)),
-            np.concatenate((c.timestamps, more.timestamps)),
-            c.keys + more.keys,
-            c.values + more.values,
-        )
+        self.columns = self.columns.joined(self.start, more)
         self.start = 0
 
     def take(self, horizon: int | None, limit: int) -> Columns | None:
