@@ -52,6 +52,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+from scipy.special import erfc
+
+FloatArray = npt.NDArray[np.float64]
+
 ALL = "*"
 _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
@@ -68,6 +74,21 @@ def truncated_moments(mu: float, sd: float, low: float) -> tuple[float, float]:
     mean = mu + sd * lam
     var = sd * sd * max(1.0 + alpha * lam - lam * lam, 1e-9)
     return mean, var + mean * mean
+
+
+def truncated_moments_array(
+    mu: FloatArray, sd: FloatArray, low: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`truncated_moments` of many normals at once (arrays of one shape)."""
+    alpha = (low - mu) / sd
+    tail = 0.5 * erfc(alpha / _SQRT2)
+    far = tail < 1e-12
+    lam = np.exp(-0.5 * alpha * alpha) / _SQRT2PI / np.where(far, 1.0, tail)
+    mean = mu + sd * lam
+    var = sd * sd * np.maximum(1.0 + alpha * lam - lam * lam, 1e-9)
+    m1: FloatArray = np.where(far, low, mean)
+    m2: FloatArray = np.where(far, low * low, var + mean * mean)
+    return m1, m2
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,20 +187,36 @@ class DurationModel:
         self._open = open_jobs
         self._censored = {}
         self._clear()
-        for _ in range(cfg.censor_iterations if open_jobs else 0):
-            censored: dict[str, Sums] = {}
-            for job_type, again, seconds in open_jobs:
-                mu, var = self._level(job_type, again)
-                m1, m2 = truncated_moments(mu, math.sqrt(var), math.log(seconds))
-                keys = [f"revisit:{job_type}"] if again else [ALL, f"type:{job_type}"]
-                for key in keys:
-                    sums = censored.get(key)
-                    if sums is None:
-                        sums = censored[key] = Sums()
-                    sums.n += 1.0
-                    sums.s1 += m1
-                    sums.s2 += m2
-            self._censored = censored
+        if not open_jobs:
+            return
+        # All open jobs at once: each adds its imputed moments to its keys, in job order.
+        kinds = sorted({(job_type, again) for job_type, again, _ in open_jobs})
+        kind_of = {kind: i for i, kind in enumerate(kinds)}
+        job_kind = np.fromiter((kind_of[(t, a)] for t, a, _ in open_jobs), np.int64, len(open_jobs))
+        low = np.log(np.fromiter((s for _, _, s in open_jobs), np.float64, len(open_jobs)))
+        names: list[str] = []
+        rows: list[int] = []
+        cols: list[int] = []
+        for j, (job_type, again, _) in enumerate(open_jobs):
+            for key in [f"revisit:{job_type}"] if again else [ALL, f"type:{job_type}"]:
+                if key not in names:
+                    names.append(key)
+                rows.append(j)
+                cols.append(names.index(key))
+        row = np.asarray(rows, dtype=np.int64)
+        col = np.asarray(cols, dtype=np.int64)
+        count = np.bincount(col, minlength=len(names)).astype(np.float64)
+        for _ in range(cfg.censor_iterations):
+            level = np.array([self._level(t, a) for t, a in kinds], dtype=np.float64)
+            mu = level[job_kind, 0]
+            sd = np.sqrt(level[job_kind, 1])
+            m1, m2 = truncated_moments_array(mu, sd, low)
+            s1 = np.bincount(col, m1[row], minlength=len(names))
+            s2 = np.bincount(col, m2[row], minlength=len(names))
+            self._censored = {
+                key: Sums(float(count[i]), float(s1[i]), float(s2[i]))
+                for i, key in enumerate(names)
+            }
             self._clear()
 
     def observe(self, job_type: str, visit: int, technician: str | None, seconds: float) -> None:

@@ -9,7 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
-from eta_engine.durations import DurationConfig, DurationModel, Overheads, truncated_moments
+from eta_engine.durations import (
+    DurationConfig,
+    DurationModel,
+    Overheads,
+    truncated_moments,
+    truncated_moments_array,
+)
 
 
 def test_cold_start_is_the_documented_prior() -> None:
@@ -103,6 +109,19 @@ def test_truncated_moments_match_sampling() -> None:
         assert m2 == pytest.approx(float(np.mean(kept**2)), abs=0.01)
     # Far in the tail (no sample would get there) the law sits just above the cut.
     assert truncated_moments(0.0, 1.0, 50.0) == (50.0, 2500.0)
+
+
+def test_truncated_moments_array_is_the_scalar_one_elementwise() -> None:
+    rng = np.random.default_rng(8)
+    mu = rng.normal(8.0, 0.5, 500)
+    sd = rng.uniform(0.1, 0.9, 500)
+    low = np.concatenate([rng.normal(8.0, 2.0, 499), [60.0]])  # the last one far in the tail
+    m1, m2 = truncated_moments_array(mu, sd, low)
+    for i in range(len(mu)):
+        e1, e2 = truncated_moments(float(mu[i]), float(sd[i]), float(low[i]))
+        assert m1[i] == pytest.approx(e1, rel=1e-12)
+        assert m2[i] == pytest.approx(e2, rel=1e-12)
+    assert (m1[-1], m2[-1]) == (60.0, 3600.0)
 
 
 def _morning(model: DurationModel, rng: np.random.Generator) -> list[tuple[str, int, float]]:
