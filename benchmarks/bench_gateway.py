@@ -16,13 +16,14 @@ no frame). Target: p99 <= 100 ms, no client starved.
 
     .venv/bin/python benchmarks/bench_gateway.py [--clients 2000] [--rate 5000] [--seconds 30]
 
-``BENCH_PROFILE=FILE`` writes a cProfile of the gateway process to FILE.
+``BENCH_PROFILE=FILE`` writes a cProfile of the gateway process (CPU time) to FILE.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import multiprocessing as mp
 import os
 import resource
@@ -42,6 +43,12 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _raise_fd_limit() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -55,19 +62,39 @@ def gateway_main(data_dir: str, key: bytes, conn: Any) -> None:
     from gateway.server import Gateway, Settings
     from streams.config import Config
 
+    lags: list[float] = []
+
     async def body() -> None:
         gw = Gateway(Config(data_dir=Path(data_dir)), Settings(port=0), key=key)
+        publish = gw.hub.publish
+
+        def timed_publish(changes: Any) -> int:
+            # How long after its append each new position has been written to the sockets
+            # of the clients that can take it at once: the gateway's share of the latency.
+            published = publish(changes)
+            now = time.time() * 1000
+            for tid in changes.positions:
+                position = gw.view.position(tid)
+                if position is not None:
+                    lags.append(now - position[4])
+            return published
+
+        gw.hub.publish = timed_publish  # type: ignore[method-assign]
         async with gw:
             await gw.wait_ready()
             conn.send(gw.port)
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "stop"
             text = gw.metrics.render().decode()
-            conn.send(text)
+            conn.send((text, lags))
 
     if os.environ.get("BENCH_PROFILE"):
         import cProfile
 
-        cProfile.runctx("asyncio.run(body())", globals(), locals(), os.environ["BENCH_PROFILE"])
+        # CPU time, not wall time: on a shared machine, time spent waiting for a core would
+        # be charged to whatever function happened to be running.
+        profile = cProfile.Profile(time.process_time)
+        profile.runcall(asyncio.run, body())
+        profile.dump_stats(os.environ["BENCH_PROFILE"])
     else:
         asyncio.run(body())
 
@@ -83,55 +110,60 @@ def feeder_main(
     start_at: float,
     conn: Any,
 ) -> None:
-    from events import kinds as k
-    from events.codec import encode
+    import numpy as np
+
+    from events.codec import encode_ping_columns
     from streams.bootstrap import open_log
     from streams.config import Config
     from streams.ingest import Ingestor
+
+    # The simulator's own column encoder: the bytes encode(GpsPinged(...)) would give, for a
+    # fraction of the feeder's CPU (which shares the machine with the gateway).
+    techs = [tid.encode() for tid, *_ in pings]
+    ids = [f"bench-{i}".encode() for i in range(1, len(pings) + 1)]
+    lat, lon, speed, heading = (np.array([p[c] for p in pings]) for c in range(1, 5))
 
     async def body() -> dict[str, Any]:
         log = await open_log(Config(data_dir=Path(data_dir)))
         now_ms = 0
         ingestor = Ingestor(log, clock=lambda: now_ms, source="bench")
         per_tech: dict[str, int] = {}
+        appends: list[float] = []
         offered = 0
         tick = 0.02
         while time.time() < start_at:
             await asyncio.sleep(0.005)
         began = time.perf_counter()
-        i = 0
-        while time.perf_counter() - began < seconds and i < len(pings):
-            due = int((time.perf_counter() - began + tick) * rate)
-            batch = []
+        while time.perf_counter() - began < seconds and offered < len(pings):
+            due = min(len(pings), int((time.perf_counter() - began + tick) * rate))
             stamp = int(time.time() * 1000)
-            while offered < due and i < len(pings):
-                tid, lat, lon, speed, heading = pings[i]
-                i += 1
-                offered += 1
-                per_tech[tid] = per_tech.get(tid, 0) + 1
-                batch.append(
-                    encode(
-                        k.GpsPinged(
-                            id=f"bench-{i}",
-                            source="bench",
-                            time=stamp,
-                            subject=tid,
-                            technician_id=tid,
-                            lat=lat,
-                            lon=lon,
-                            speed_mps=speed,
-                            heading_deg=heading,
-                        )
-                    )
-                )
+            i, offered = offered, max(offered, due)
+            batch = encode_ping_columns(
+                "bench",
+                ids[i:offered],
+                np.full(offered - i, stamp),
+                techs[i:offered],
+                lat[i:offered],
+                lon[i:offered],
+                speed[i:offered],
+                heading[i:offered],
+            )
+            for p in pings[i:offered]:
+                per_tech[p[0]] = per_tech.get(p[0], 0) + 1
             if batch:
                 now_ms = stamp
                 report = await ingestor.ingest(batch)
                 assert report.rejected == 0, report.by_rule
+                appends.append(time.time() * 1000 - stamp)
             await asyncio.sleep(max(0.0, began + (due / rate) - time.perf_counter()))
         elapsed = time.perf_counter() - began
         await log.close()
-        return {"offered": offered, "seconds": elapsed, "per_tech": per_tech}
+        return {
+            "offered": offered,
+            "seconds": elapsed,
+            "per_tech": per_tech,
+            "appends": appends,
+        }
 
     conn.send(asyncio.run(body()))
 
@@ -139,62 +171,155 @@ def feeder_main(
 # -- the clients process -------------------------------------------------------------------
 
 
+class FeedClient(asyncio.Protocol):
+    """A minimal websocket client (RFC 6455) for the load: the handshake, unmasked text
+    frames in, pongs and the close echoed back. A frame's arrival time is taken when its
+    last bytes reach this process (``data_received``), before it is decoded, so the
+    client's own work is not charged to the gateway, and its decoding costs a few
+    microseconds where a full client library's frame machinery costs tens."""
+
+    def __init__(self, i: int, path: str, port: int, stats: ClientStats) -> None:
+        self.i = i
+        self.path = path
+        self.port = port
+        self.stats = stats
+        self.buffer = bytearray()
+        self.open = False
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"client {self.i}: connection lost"))
+        self.stats.lost += self.open and not self.stats.closing
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time() * 1000
+        buffer = self.buffer
+        buffer += data
+        at = 0
+        if not self.open:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buffer.startswith(b"HTTP/1.1 101 "):
+                self.opened.set_exception(ConnectionError(bytes(buffer[:end]).decode()))
+                return
+            self.open = True
+            self.opened.set_result(None)
+            at = end + 4
+        size = len(buffer)
+        while size - at >= 2:
+            opcode, n = buffer[at] & 0x0F, buffer[at + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if size - at < 4:
+                    break
+                n, head = int.from_bytes(buffer[at + 2 : at + 4], "big"), 4
+            elif n == 127:
+                if size - at < 10:
+                    break
+                n, head = int.from_bytes(buffer[at + 2 : at + 10], "big"), 10
+            if size - at < head + n:
+                break
+            payload = bytes(buffer[at + head : at + head + n])
+            at += head + n
+            if opcode == 0x1:
+                self.stats.frame(self.i, payload, now)
+            elif opcode == 0x9:
+                self.send(0xA, payload)  # pong
+            elif opcode == 0x8:
+                self.send(0x8, payload[:2])
+                assert self.transport is not None
+                self.transport.close()
+        del buffer[:at]
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        """A client frame: masked, as RFC 6455 requires (payloads here are under 126 bytes)."""
+        assert self.transport is not None and len(payload) < 126
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[k % 4] for k, b in enumerate(payload))
+        self.transport.write(bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked)
+
+
+class ClientStats:
+    """What the clients of one process received."""
+
+    def __init__(self, n: int) -> None:
+        self.latencies: list[float] = []
+        self.frames = [0] * n
+        self.deltas = [0] * n
+        self.measuring = False
+        self.closing = False
+        self.lost = 0
+
+    def frame(self, i: int, payload: bytes, now: float) -> None:
+        if not self.measuring:
+            return
+        self.frames[i] += 1
+        doc = orjson.loads(payload)
+        if doc["type"] != "delta":
+            return
+        self.deltas[i] += 1
+        data = doc["data"]
+        if "positions" in data:
+            self.latencies.extend(now - p[4] for p in data["positions"].values() if p is not None)
+        elif data.get("position"):
+            self.latencies.append(now - data["position"]["at"])
+
+
 def clients_main(
     port: int, urls: list[tuple[str, str, str | None]], seconds: float, conn: Any
 ) -> None:
+    """One process of clients: connect them all, say so, measure from the start time
+    received until ``seconds`` later, send back what they received."""
     _raise_fd_limit()
-    from websockets.asyncio.client import connect
-
-    latencies: list[float] = []
-    frames = [0] * len(urls)
-    deltas = [0] * len(urls)
-
-    async def client(i: int, path: str, stop: asyncio.Event) -> None:
-        async with connect(
-            f"ws://127.0.0.1:{port}{path}", max_size=None, compression=None, open_timeout=60
-        ) as ws:
-            ready.append(i)
-            async for message in ws:
-                now = time.time() * 1000
-                doc = orjson.loads(message)
-                frames[i] += 1
-                if doc["type"] == "delta" and measuring[0]:
-                    deltas[i] += 1
-                    data = doc["data"]
-                    if "positions" in data:
-                        for p in data["positions"].values():
-                            if p is not None:
-                                latencies.append(now - p[4])
-                    elif data.get("position"):
-                        latencies.append(now - data["position"]["at"])
-                if stop.is_set():
-                    return
-
-    ready: list[int] = []
-    measuring = [False]
+    stats = ClientStats(len(urls))
 
     async def body() -> None:
-        stop = asyncio.Event()
-        tasks = []
+        loop = asyncio.get_running_loop()
+        transports = []
         for start in range(0, len(urls), 100):
+            batch = []
             for i in range(start, min(start + 100, len(urls))):
-                tasks.append(asyncio.create_task(client(i, urls[i][1], stop)))
-            while len(ready) < min(start + 100, len(urls)):
-                await asyncio.sleep(0.01)
-        conn.send(("connected", len(ready)))
-        start_at = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-        while time.time() < start_at:
-            await asyncio.sleep(0.005)
-        measuring[0] = True
+                path = urls[i][1]
+                transport, client = await loop.create_connection(
+                    lambda i=i, path=path: FeedClient(i, path, port, stats), "127.0.0.1", port
+                )
+                transports.append(transport)
+                batch.append(client.opened)
+            await asyncio.wait_for(asyncio.gather(*batch), 60)
+        conn.send(("connected", len(transports)))
+        start_at = await loop.run_in_executor(None, conn.recv)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        stats.measuring = True
         await asyncio.sleep(seconds + 0.5)
-        measuring[0] = False
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        stats.measuring = False
+        stats.closing = True
+        for transport in transports:
+            transport.abort()
 
     asyncio.run(body())
-    conn.send({"latencies": latencies, "frames": frames, "deltas": deltas})
+    conn.send(
+        {
+            "latencies": stats.latencies,
+            "frames": stats.frames,
+            "deltas": stats.deltas,
+            "lost": stats.lost,
+        }
+    )
 
 
 # -- setting up ----------------------------------------------------------------------------
@@ -315,6 +440,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--rate", type=int, default=5000, help="pings offered per second")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--client-processes", type=int, default=2, help="processes the clients are spread over"
+    )
     args = parser.parse_args()
     n_dispatchers = max(1, args.clients // 20)
     n_customers = args.clients - n_dispatchers
@@ -334,11 +462,17 @@ def main() -> None:
         port = gw_end.recv()
         rss_before = _rss_kib(gw.pid)  # type: ignore[arg-type]
 
-        cl_end, cl_child = ctx.Pipe()
         began = time.perf_counter()
-        clients = ctx.Process(target=clients_main, args=(port, urls, args.seconds, cl_child))
-        clients.start()
-        _, connected = cl_end.recv()
+        n_procs = max(1, min(args.client_processes, len(urls)))
+        shares = [urls[k::n_procs] for k in range(n_procs)]
+        client_ends, client_procs = [], []
+        for share in shares:
+            cl_end, cl_child = ctx.Pipe()
+            proc = ctx.Process(target=clients_main, args=(port, share, args.seconds, cl_child))
+            proc.start()
+            client_ends.append(cl_end)
+            client_procs.append(proc)
+        connected = sum(cl_end.recv()[1] for cl_end in client_ends)
         connect_s = time.perf_counter() - began
         time.sleep(1.0)
         rss_after = _rss_kib(gw.pid)  # type: ignore[arg-type]
@@ -347,29 +481,40 @@ def main() -> None:
             f"({n_customers:,} customer feeds, {n_dispatchers} dispatcher feeds)"
         )
         start_at = time.time() + 2.0
-        cl_end.send(start_at)
+        for cl_end in client_ends:
+            cl_end.send(start_at)
         fd_end, fd_child = ctx.Pipe()
         feeder = ctx.Process(
             target=feeder_main,
             args=(str(data_dir), pings, args.rate, args.seconds, start_at, fd_child),
         )
         feeder.start()
+        pids = {"gateway": gw.pid, "feeder": feeder.pid}
+        pids.update({f"clients {k + 1}": proc.pid for k, proc in enumerate(client_procs)})
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}  # type: ignore[arg-type]
+        time.sleep(args.seconds)
+        cpu = {n: _cpu_s(pid) - cpu_before[n] for n, pid in pids.items()}  # type: ignore[arg-type]
         fed = fd_end.recv()
-        result = cl_end.recv()
+        results = [cl_end.recv() for cl_end in client_ends]
         feeder.join()
-        clients.join()
+        for proc in client_procs:
+            proc.join()
         gw_end.send("stop")
-        metrics = gw_end.recv()
+        metrics, gw_lags = gw_end.recv()
         gw.join()
 
-    lat = sorted(result["latencies"])
-    frames = sum(result["frames"])
+    lat = sorted(x for r in results for x in r["latencies"])
+    frames = sum(sum(r["frames"]) for r in results)
+    deltas = [d for r in results for d in r["deltas"]]
     per_tech = fed["per_tech"]
     starved = sum(
         1
-        for (kind, _, tid), d in zip(urls, result["deltas"], strict=True)
+        for share, r in zip(shares, results, strict=True)
+        for (kind, _, tid), d in zip(share, r["deltas"], strict=True)
         if kind == "customer" and d == 0 and tid is not None and per_tech.get(tid, 0) > 0
     )
+    lost = sum(r["lost"] for r in results)
     q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [float("nan")] * 99
     print(
         f"pings offered: {fed['offered']:,} in {fed['seconds']:.1f} s "
@@ -379,17 +524,38 @@ def main() -> None:
         f"latency ping append -> frame at client: p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, "
         f"max {lat[-1]:.1f} ms over {len(lat):,} positions received"
     )
+    appends = sorted(fed["appends"])
+    aq = statistics.quantiles(appends, n=100)
+    print(
+        f"  stamped -> appended (the feeder: encode, validate, commit): p50 {aq[49]:.1f} ms, "
+        f"p99 {aq[98]:.1f} ms, max {appends[-1]:.1f} ms"
+    )
+    gw_lags = sorted(x for x in gw_lags if x < 600_000)  # not the seeded positions
+    if len(gw_lags) >= 100:
+        gq = statistics.quantiles(gw_lags, n=100)
+        print(
+            f"  stamped -> written to the clients' sockets by the gateway: p50 {gq[49]:.1f} ms, "
+            f"p99 {gq[98]:.1f} ms, max {gw_lags[-1]:.1f} ms"
+        )
     print(
         f"frames delivered: {frames:,} in {args.seconds:.0f} s = "
         f"{frames / args.seconds:,.0f}/s; deltas per client min "
-        f"{min(result['deltas'])}, median {statistics.median(result['deltas']):.0f}"
+        f"{min(deltas)}, median {statistics.median(deltas):.0f}"
     )
     print(
         f"gateway memory: {rss_before / 1024:.0f} MiB before clients, "
         f"{rss_after / 1024:.0f} MiB with {connected:,} connected = "
         f"{(rss_after - rss_before) / max(1, connected):.0f} KiB per connection"
     )
-    print(f"starved clients (their technician pinged, no frame): {starved}")
+    print(
+        "CPU during the run: "
+        + ", ".join(f"{n} {c / args.seconds:.0%}" for n, c in cpu.items())
+        + " of one core"
+    )
+    print(
+        f"starved clients (their technician pinged, no frame): {starved}; "
+        f"connections lost during the run: {lost}"
+    )
     overflow = [
         line for line in metrics.splitlines() if line.startswith("fieldstream_ws_overflows_total")
     ]
