@@ -15,7 +15,12 @@ are dropped and it is marked for a fresh snapshot, which the connection's writer
 it is next ready to send (so a slow client skips straight to the present instead of catching
 up through history it no longer needs).
 
-Frames are encoded once per channel and shared by every subscriber.
+Frames are encoded once per channel, as complete websocket frames (header and JSON payload,
+exactly the bytes that go on the wire), and the same bytes go to every subscriber. An outbox
+given a ``send`` callable hands a delta straight to it when nothing is queued and the
+connection can take it at once (its transport has nothing pending): in the steady state a
+delta costs one write per subscriber, with no task to wake. Whatever cannot go at once is
+queued for the connection's writer, in order.
 """
 
 from __future__ import annotations
@@ -30,16 +35,58 @@ import orjson
 from gateway.live import Changes, LiveView
 
 Frame = bytes
+"""A whole websocket text frame (RFC 6455, unmasked as a server sends it): header, then the
+JSON payload."""
+
+_TEXT_FIN = 0x81
+
+
+def frame_of(payload: bytes) -> Frame:
+    """``payload`` (UTF-8 JSON) as one final text frame, without extensions."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((_TEXT_FIN, n))
+    elif n < 1 << 16:
+        header = bytes((_TEXT_FIN, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((_TEXT_FIN, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
+def header_size(frame: Frame) -> int:
+    """The length of a frame's header (what precedes its payload)."""
+    n = frame[1] & 0x7F
+    return 2 if n < 126 else 4 if n == 126 else 10
+
+
+def payload_of(frame: Frame) -> memoryview:
+    """A frame's payload, without copying it."""
+    return memoryview(frame)[header_size(frame) :]
+
+
+def frame_type(frame: Frame) -> str:
+    """The ``type`` of a frame (every document starts with it)."""
+    start = frame.find(b'"type":"') + 8
+    return frame[start : frame.find(b'"', start)].decode()
 
 
 def encode(doc: dict[str, Any]) -> Frame:
-    return orjson.dumps(doc)
+    return frame_of(orjson.dumps(doc))
 
 
 class Outbox:
-    """A connection's bounded queue; ``wake`` is called whenever there is something to send."""
+    """A connection's bounded queue; ``wake`` is called whenever something was queued.
 
-    def __init__(self, limit: int, wake: Callable[[], None]) -> None:
+    ``send``, when given, is tried first for each delta offered while nothing is queued: it
+    writes the frame at once and returns True, or returns False when the connection cannot
+    take it now (the frame is queued then, and frames after it queue behind it)."""
+
+    def __init__(
+        self,
+        limit: int,
+        wake: Callable[[], None],
+        send: Callable[[Frame], bool] | None = None,
+    ) -> None:
         if limit < 1:
             raise ValueError("an outbox holds at least one frame")
         self.limit = limit
@@ -47,18 +94,25 @@ class Outbox:
         self.resync = False
         self.overflows = 0
         self.wake = wake
+        self.send = send
 
-    def offer(self, seq: int, frame: Frame) -> None:
-        """Queue a delta; on overflow drop every queued delta and ask for a snapshot."""
+    def offer(self, seq: int, frame: Frame) -> bool:
+        """Send or queue a delta; on overflow drop every queued delta and ask for a snapshot.
+        Returns True when ``send`` took it at once."""
         if self.resync:
-            return  # the coming snapshot includes this delta
-        if len(self.items) >= self.limit:
+            return False  # the coming snapshot includes this delta
+        if not self.items:
+            if self.send is not None and self.send(frame):
+                return True
+            self.items.append((seq, frame))
+        elif len(self.items) >= self.limit:
             self.items.clear()
             self.resync = True
             self.overflows += 1
         else:
             self.items.append((seq, frame))
         self.wake()
+        return False
 
     def push(self, frame: Frame) -> None:
         """Queue a frame outside the channel's numbering (a reply, a heartbeat)."""
@@ -102,18 +156,27 @@ class Channel:
         self.seq = 0
         self.backlog: deque[tuple[int, Frame]] = deque(maxlen=backlog)
         self.subscribers: set[Outbox] = set()
-        self.last: dict[str, Any] | None = None
-        """The last document published (customer feeds publish whole documents)."""
+        self.last: bytes | None = None
+        """The last document published, as JSON (customer feeds publish whole documents).
+        Kept encoded: a dictionary kept this long would be scanned by every full pass of the
+        garbage collector, and the comparison has to encode it anyway."""
+        self._delta_head = b'{"type":"delta","feed":' + orjson.dumps(feed) + b',"seq":'
         self.idle_since: float | None = None
 
-    def publish(self, data: dict[str, Any]) -> Frame:
-        """Number a delta, keep it for resumes, and offer it to every subscriber."""
+    def publish(self, data: bytes) -> tuple[Frame, int]:
+        """Number a delta whose ``data`` is already JSON, keep it for resumes, and offer it
+        to every subscriber; returns the frame and how many subscribers it was sent to at
+        once (the others queued it). The frame is byte for byte what :func:`encode` makes of
+        ``{"type": "delta", "feed": ..., "seq": ..., "data": ...}``."""
         self.seq += 1
-        frame = encode({"type": "delta", "feed": self.feed, "seq": self.seq, "data": data})
-        self.backlog.append((self.seq, frame))
+        seq = self.seq
+        frame = frame_of(b'%s%d,"data":%s}' % (self._delta_head, seq, data))
+        self.backlog.append((seq, frame))
+        sent = 0
         for outbox in self.subscribers:
-            outbox.offer(self.seq, frame)
-        return frame
+            if outbox.offer(seq, frame):
+                sent += 1
+        return frame, sent
 
     def snapshot(self) -> tuple[int, Frame]:
         """A snapshot of the present, with the ``seq`` of the last delta it includes."""
@@ -147,6 +210,9 @@ class Hub:
         self.epoch = epoch or secrets.token_hex(6)
         self.dispatch: dict[str | None, Channel] = {}
         self.track: dict[str, Channel] = {}
+        self.sent: dict[str, list[int]] = {"dispatch": [0, 0], "track": [0, 0]}
+        """Per feed: deltas sent at once by :meth:`publish` and their payload bytes, since
+        the last :meth:`take_sent` (the writers count what they send themselves)."""
 
     def dispatch_channel(self, region: str | None) -> Channel:
         channel = self.dispatch.get(region)
@@ -170,7 +236,7 @@ class Hub:
                 epoch=self.epoch,
                 backlog=self.backlog,
             )
-            channel.last = self.view.customer_doc(work_order)
+            channel.last = orjson.dumps(self.view.customer_doc(work_order))
         return channel
 
     def publish(self, changes: Changes) -> int:
@@ -179,25 +245,41 @@ class Hub:
         published = 0
         if not changes:
             return 0
-        for region, channel in self.dispatch.items():
-            data = self.view.dispatch_delta(changes, region)
-            if data:
-                channel.publish(data)
-                published += 1
-        moved = changes.positions | changes.technicians
+        if self.dispatch:
+            sent = self.sent["dispatch"]
+            deltas = self.view.dispatch_deltas(changes, self.dispatch)
+            for region, data in deltas.items():
+                if data:
+                    frame, n = self.dispatch[region].publish(orjson.dumps(data))
+                    sent[0] += n
+                    sent[1] += n * (len(frame) - header_size(frame))
+                    published += 1
+        if not self.track:
+            return published
+        sent = self.sent["track"]
         concerned = set(changes.orders)
-        for tid in moved:
+        for tid in changes.positions | changes.technicians:
             concerned.update(self.view.open_orders_of(tid))
         for wid in concerned:
             track = self.track.get(wid)
             if track is None:
                 continue
-            doc = self.view.customer_doc(wid)
+            doc = orjson.dumps(self.view.customer_doc(wid))
             if doc != track.last:
                 track.last = doc
-                track.publish(doc)
+                frame, n = track.publish(doc)
+                sent[0] += n
+                sent[1] += n * (len(frame) - header_size(frame))
                 published += 1
         return published
+
+    def take_sent(self) -> dict[str, tuple[int, int]]:
+        """Deltas (and payload bytes) :meth:`publish` sent at once since the last call, per
+        feed; feeds with none are left out."""
+        out = {feed: (n, size) for feed, (n, size) in self.sent.items() if n}
+        for counts in self.sent.values():
+            counts[0] = counts[1] = 0
+        return out
 
     def collect(self, now: float, idle_s: float) -> int:
         """Forget customer channels nobody has watched for ``idle_s`` seconds (their resume

@@ -80,6 +80,8 @@ class Order:
     id: str
     snapshot: dict[str, Any]
     updated: int
+    window: tuple[int, int]
+    """The promised window (start, end), parsed once per snapshot."""
     eta: tuple[int, int, int, int] | None = None
     """(time, p10, p50, p90) of the latest EtaUpdated."""
     eta_at_departure: tuple[int, int, int, int] | None = None
@@ -259,12 +261,13 @@ class LiveView:
         order = self.orders.get(wid)
         if order is not None and at < order.updated:
             return
+        window = (_ms(data["window_start"]), _ms(data["window_end"]))
         before_tech = None if order is None else order.technician
         before_status = None if order is None else order.status
         if order is None:
-            order = self.orders[wid] = Order(wid, data, at)
+            order = self.orders[wid] = Order(wid, data, at, window)
         else:
-            order.snapshot, order.updated = data, at
+            order.snapshot, order.updated, order.window = data, at, window
         status = order.status
         if status == "en_route" and before_status != "en_route":
             order.eta_at_departure = order.eta
@@ -462,7 +465,7 @@ class LiveView:
             "job_type": s.get("job_type"),
             "priority": s.get("priority"),
             "site": [s["site_lat"], s["site_lon"]],
-            "window": [_ms(s["window_start"]), _ms(s["window_end"])],
+            "window": list(order.window),
             "eta": None if eta is None else [eta[1], eta[2], eta[3]],
             "eta_at": None if eta is None else eta[0],
             "late": order.late,
@@ -507,42 +510,50 @@ class LiveView:
             },
         }
 
-    def dispatch_delta(self, changes: Changes, region: str | None) -> dict[str, Any]:
-        """The part of ``changes`` a dispatcher of ``region`` sees: entity id -> new document,
-        or ``None`` where the entity left the view. Empty when nothing of theirs changed."""
-        out: dict[str, Any] = {}
+    def dispatch_deltas(
+        self, changes: Changes, regions: Iterable[str | None]
+    ) -> dict[str | None, dict[str, Any]]:
+        """The part of ``changes`` each dispatcher feed sees, for each of ``regions`` (None:
+        all regions): entity id -> new document, or ``None`` where the entity left the view;
+        empty for a region where nothing changed. Each document is built once, whatever the
+        number of regions."""
+        out: dict[str | None, dict[str, Any]] = {region: {} for region in regions}
+        everywhere = list(out.values())
+        whole = out.get(None)
 
-        def mine(entity_region: str | None) -> bool:
-            return region is None or entity_region == region
+        def targets(region: str | None) -> list[dict[str, Any]]:
+            found = [] if whole is None else [whole]
+            if region is not None:
+                mine = out.get(region)
+                if mine is not None:
+                    found.append(mine)
+            return found
 
-        positions = {
-            tid: self.position(tid)
-            for tid in changes.positions
-            if mine(self.technicians[tid].region)
-        }
-        if positions:
-            out["positions"] = positions
-        techs = {
-            tid: self.technician_doc(tid)
-            for tid in changes.technicians
-            if mine(self.technicians[tid].region)
-        }
-        if techs:
-            out["technicians"] = techs
-        orders: dict[str, Any] = {}
+        def put(into: list[dict[str, Any]], kind: str, key: str, doc: Any) -> None:
+            for delta in into:
+                part = delta.get(kind)
+                if part is None:
+                    part = delta[kind] = {}
+                part[key] = doc
+
+        techs = self.technicians
+        for tid in changes.positions:
+            into = targets(techs[tid].region)
+            if into:
+                put(into, "positions", tid, self.position(tid))
+        for tid in changes.technicians:
+            into = targets(techs[tid].region)
+            if into:
+                put(into, "technicians", tid, self.technician_doc(tid))
         for wid in changes.orders:
             order = self.orders.get(wid)
-            if order is None or mine(order.region):
-                orders[wid] = self.order_doc(wid)
-        if orders:
-            out["orders"] = orders
-        alerts = {
-            key: self.alert_doc(key)
-            for key in changes.alerts
-            if key not in self.alerts or mine(self.alert_region(key))
-        }
-        if alerts:
-            out["alerts"] = alerts
+            into = everywhere if order is None else targets(order.region)
+            if into:
+                put(into, "orders", wid, self.order_doc(wid))
+        for key in changes.alerts:
+            into = everywhere if key not in self.alerts else targets(self.alert_region(key))
+            if into:
+                put(into, "alerts", key, self.alert_doc(key))
         return out
 
     def customer_doc(self, wid: str) -> dict[str, Any]:
@@ -564,7 +575,7 @@ class LiveView:
             }
         s = order.snapshot
         status = order.status
-        promised = [_ms(s["window_start"]), _ms(s["window_end"])]
+        promised = list(order.window)
         tech = None if order.technician is None else self.technicians.get(order.technician)
         name = first_name(tech.name) if tech is not None else ""
         expected = None

@@ -5,14 +5,19 @@ Moving parts (all on one asyncio loop; nothing here decides anything, see gatewa
 gateway/feeds.py and gateway/api.py for that):
 
 * **the tailer** reads every partition of the view's topics from where it stopped, every
-  ``poll_s`` seconds, folds the records into the :class:`~gateway.live.LiveView` and hands
-  what changed to the :class:`~gateway.feeds.Hub`, which appends one delta per channel to the
-  subscribers' outboxes. It never waits on a client. At start it first catches up with the
-  whole log (``/readyz`` answers 503 until then); fs.gps is read from ``gps_lookback_ms``
-  before its newest record only, since older fixes cannot be the newest position.
+  ``poll_s`` seconds (start to start: a pass that overran is followed at once by the next),
+  folds the records into the :class:`~gateway.live.LiveView` and hands what changed to the
+  :class:`~gateway.feeds.Hub`, which encodes one delta per channel and offers the same bytes
+  to every subscriber: written to the connection's transport at once when nothing is
+  waiting there (the usual case: one write per subscriber, no task switch), else appended
+  to its outbox. It never waits on a client. At start it first catches up with the whole
+  log (``/readyz`` answers 503 until then); fs.gps is read from ``gps_lookback_ms`` before
+  its newest record only, since older fixes cannot be the newest position.
 * **one writer task per connection** sends what its outbox holds (a snapshot when it was
-  marked for one), a heartbeat when nothing was sent for ``heartbeat_s``, and closes the
-  connection when its token expires.
+  marked for one, frames that could not be written at once, replies), with websockets' flow
+  control, and closes the connection when its token expires.
+* **the ticker** queues a heartbeat for connections idle for ``heartbeat_s``, marks expired
+  sessions, forgets idle customer channels, and adds the deltas sent at once to the metrics.
 * **the connection handler** checks the token and the request, subscribes, then reads the
   client's (small) control messages.
 
@@ -39,11 +44,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from eta_engine.roads import RoadGraph
 from gateway import tokens
 from gateway.api import HttpApi
-from gateway.feeds import Channel, Hub, Outbox, encode
+from gateway.feeds import Channel, Frame, Hub, Outbox, encode, frame_type, payload_of
 from gateway.live import TOPICS, LiveView
 from gateway.metrics import Metrics
 from gateway.roadmap import road_blobs
@@ -197,6 +203,7 @@ class Gateway:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self._count_sent()
         if self._log is not None:
             await self._log.close()
             self._log = None
@@ -248,10 +255,14 @@ class Gateway:
                 pass
             self.view.take_changes()  # nobody was subscribed while catching up
             self.ready = True
+            loop = asyncio.get_running_loop()
             while not self._stopping.is_set():
-                await asyncio.sleep(self.settings.poll_s)
+                # Start to start: a pass that overran is followed at once by the next
+                # (after the other tasks had their turn), so a slow pass does not add a
+                # whole poll interval to the wait of the pings that came meanwhile.
+                began = loop.time()
                 await self.tail_once()
-                self.hub.collect(time.monotonic(), self.settings.idle_channel_s)
+                await asyncio.sleep(max(0.0, began + self.settings.poll_s - loop.time()))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -294,12 +305,12 @@ class Gateway:
             for p, end in ends.items():
                 pos = self._positions.get((topic, p), 0)
                 if pos < end:
-                    records = await logged.read(topic, p, pos, min(s.read_batch, end - pos))
-                    if records:
-                        self.view.apply(topic, [r.value for r in records])
-                        pos = records[-1].offset + 1
+                    columns = await logged.read_columns(topic, p, pos, min(s.read_batch, end - pos))
+                    if len(columns):
+                        self.view.apply(topic, columns.values)
+                        pos = int(columns.offsets[-1]) + 1
                         self._positions[(topic, p)] = pos
-                        read += len(records)
+                        read += len(columns)
                 behind += max(0, end - pos)
             if read:
                 self.metrics.events_processed.labels("gateway", topic).inc(read)
@@ -396,6 +407,8 @@ class Gateway:
         wake = asyncio.Event()
         outbox = Outbox(self.settings.queue_limit, wake.set)
         session = _Session(ws, channel, outbox, feed, expires_at, wake, time.monotonic())
+        if not ws.protocol.extensions:
+            outbox.send = self._direct_sender(session)
         missed = None if since is None else channel.since(since, epoch)
         if missed is None:
             outbox.resync = True
@@ -442,6 +455,27 @@ class Gateway:
             if closed.rcvd is None and closed.sent is not None and closed.sent.code == 1009:
                 self.metrics.ws_refused.labels("message_too_big").inc()
 
+    def _direct_sender(self, session: _Session) -> Callable[[Frame], bool]:
+        """Write a frame to the connection's transport now if nothing is pending there (the
+        bytes are a whole frame; without extensions they are what websockets would write),
+        else say no: the outbox queues it for the writer, which honours flow control."""
+        ws = session.ws
+        transport = ws.transport
+        monotonic = time.monotonic
+
+        def send(frame: Frame) -> bool:
+            if (
+                ws.protocol.state is not State.OPEN
+                or transport.get_write_buffer_size()
+                or transport.is_closing()
+            ):
+                return False
+            transport.write(frame)
+            session.last_sent = monotonic()
+            return True
+
+        return send
+
     async def _writer(self, ws: ServerConnection, session: _Session) -> None:
         """Send what the outbox holds, as it comes; close when the token expired (the
         ticker marks it). Waiting costs nothing per frame: one event, no timers."""
@@ -461,18 +495,22 @@ class Gateway:
                 session.wake.clear()
                 await session.wake.wait()
                 continue
-            await ws.send(frame, text=True)
+            payload = payload_of(frame)
+            await ws.send(payload, text=True)
             session.last_sent = time.monotonic()
-            frames.labels(feed, _frame_type(frame)).inc()
-            sent_bytes.inc(len(frame))
+            frames.labels(feed, frame_type(frame)).inc()
+            sent_bytes.inc(len(payload))
 
     async def _ticker(self) -> None:
         """Once every ``tick_s``: a heartbeat for each connection idle for ``heartbeat_s``,
-        and the end of the sessions whose token expired."""
+        the end of the sessions whose token expired, idle customer channels forgotten, and
+        the deltas the hub sent at once counted."""
         s = self.settings
         while True:
             await asyncio.sleep(s.tick_s)
             mono, now = time.monotonic(), self.clock()
+            self._count_sent()
+            self.hub.collect(mono, s.idle_channel_s)
             for session in list(self._sessions):
                 if now >= session.expires_at:
                     session.expired = True
@@ -488,11 +526,11 @@ class Gateway:
                     }
                     session.outbox.push(encode(beat))
 
-
-def _frame_type(frame: bytes) -> str:
-    """The ``type`` of an encoded frame (every frame starts with it)."""
-    start = frame.find(b'"type":"') + 8
-    return frame[start : frame.find(b'"', start)].decode()
+    def _count_sent(self) -> None:
+        """Add the deltas the hub sent at once (not through a writer) to the metrics."""
+        for feed, (n, size) in self.hub.take_sent().items():
+            self.metrics.ws_frames.labels(feed, "delta").inc(n)
+            self.metrics.ws_bytes.labels(feed).inc(size)
 
 
 def _response(
