@@ -4,6 +4,7 @@ control messages, privacy of positions, the customer's document, and slow client
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import statistics
 import time
@@ -122,6 +123,27 @@ def test_resume_too_old_or_from_another_run_gets_a_fresh_snapshot(tmp_path: Path
         asyncio.run(body())
     finally:
         gw.stop()
+
+
+def _until(check: Any, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_survivors_of_full_collections_are_frozen_then_handed_back(tmp_path: Path) -> None:
+    asyncio.run(seed(tmp_path, BASE))
+    gw = start_gateway(tmp_path, Settings(tick_s=0.02, gc_thaw_s=0.3))
+    try:
+        assert gc.get_freeze_count() > 0  # the caught-up view, out of the full passes
+        _until(lambda: gc.get_freeze_count() == 0)  # thawed after gc_thaw_s
+        gc.collect()
+        _until(lambda: gc.get_freeze_count() > 0)  # what survived it, frozen by the ticker
+    finally:
+        gw.stop()
+    assert gc.get_freeze_count() == 0
+    assert not [cb for cb in gc.callbacks if getattr(cb, "__self__", None) is gw.gateway]
 
 
 def test_heartbeats_ping_pong_and_resync(tmp_path: Path) -> None:
