@@ -148,7 +148,11 @@ class Channel:
         *,
         epoch: str,
         backlog: int,
+        version: Callable[[], int] | None = None,
     ) -> None:
+        """``version``, when given, changes whenever what ``build`` returns may have: a
+        snapshot is then built once per version and ``seq`` and shared by the clients that
+        ask for it meanwhile (a crowd reconnecting, clients that overflowed together)."""
         self.key = key
         self.feed = feed
         self._build = build
@@ -162,6 +166,8 @@ class Channel:
         garbage collector, and the comparison has to encode it anyway."""
         self._delta_head = b'{"type":"delta","feed":' + orjson.dumps(feed) + b',"seq":'
         self.idle_since: float | None = None
+        self._version = version
+        self._snapshot: tuple[tuple[int, int], Frame] | None = None
 
     def publish(self, data: bytes) -> tuple[Frame, int]:
         """Number a delta whose ``data`` is already JSON, keep it for resumes, and offer it
@@ -180,6 +186,9 @@ class Channel:
 
     def snapshot(self) -> tuple[int, Frame]:
         """A snapshot of the present, with the ``seq`` of the last delta it includes."""
+        at = None if self._version is None else (self.seq, self._version())
+        if at is not None and self._snapshot is not None and self._snapshot[0] == at:
+            return self.seq, self._snapshot[1]
         doc = {
             "type": "snapshot",
             "feed": self.feed,
@@ -187,7 +196,10 @@ class Channel:
             "epoch": self.epoch,
             "data": self._build(),
         }
-        return self.seq, encode(doc)
+        frame = encode(doc)
+        if at is not None:
+            self._snapshot = (at, frame)
+        return self.seq, frame
 
     def since(self, seq: int, epoch: str | None) -> list[Frame] | None:
         """The deltas after ``seq``, or None when they are no longer all held (or ``seq``
@@ -214,6 +226,10 @@ class Hub:
         """Per feed: deltas sent at once by :meth:`publish` and their payload bytes, since
         the last :meth:`take_sent` (the writers count what they send themselves)."""
 
+    def _version(self) -> int:
+        """The view changes only through :meth:`LiveView.apply`, which counts the records."""
+        return self.view.records
+
     def dispatch_channel(self, region: str | None) -> Channel:
         channel = self.dispatch.get(region)
         if channel is None:
@@ -223,6 +239,7 @@ class Hub:
                 lambda: self.view.dispatch_snapshot(region),
                 epoch=self.epoch,
                 backlog=self.backlog,
+                version=self._version,
             )
         return channel
 
@@ -235,6 +252,7 @@ class Hub:
                 lambda: self.view.customer_doc(work_order),
                 epoch=self.epoch,
                 backlog=self.backlog,
+                version=self._version,
             )
             channel.last = orjson.dumps(self.view.customer_doc(work_order))
         return channel

@@ -153,3 +153,19 @@ def test_each_dispatcher_region_gets_only_its_part_of_a_change() -> None:
         "dispatch": (3, sum(len(payload_of(f)) for w in wires.values() for f in w.written))
     }
     assert hub.take_sent() == {}
+
+
+def test_a_snapshot_is_built_once_until_the_view_or_the_channel_moves() -> None:
+    view = _view([registered("T-1", "Anna Puig"), shift("T-1")])
+    hub = Hub(view, epoch="e")
+    channel = hub.dispatch_channel(None)
+    seq, first = channel.snapshot()
+    assert channel.snapshot() == (seq, first) and channel.snapshot()[1] is first
+    out = record(ping("T-1", T0 + 1000))
+    view.apply(out.topic, [out.value])
+    _, moved = channel.snapshot()
+    assert moved != first
+    assert orjson.loads(payload_of(moved))["data"]["positions"]["T-1"][4] == T0 + 1000
+    hub.publish(view.take_changes())
+    seq, after = channel.snapshot()
+    assert seq == 1 and orjson.loads(payload_of(after))["seq"] == 1
