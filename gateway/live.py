@@ -282,10 +282,13 @@ class LiveView:
             if tid is None:
                 continue
             jobs = self._by_tech.setdefault(tid, set())
+            had = wid in jobs
             if tid == order.technician and status in OPEN:
                 jobs.add(wid)
             else:
                 jobs.discard(wid)
+            if had or wid in jobs:
+                self._changes.technicians.add(tid)  # their queue may have changed
             self._restatus(self._tech(tid))
         self._changes.orders.add(wid)
 

@@ -135,7 +135,7 @@ def test_each_dispatcher_region_gets_only_its_part_of_a_change() -> None:
     for event in (
         ping("T-1", T0 + 1000),
         ping("T-2", T0 + 1000),
-        order("WO-2", "en_route", T0 + 1000, "T-2", "Ordino", en_route_at=T0 + 1000),
+        order("WO-2", "assigned", T0 + 1000, "T-2", "Ordino"),
     ):
         out = record(event)
         view.apply(out.topic, [out.value])
@@ -147,6 +147,7 @@ def test_each_dispatcher_region_gets_only_its_part_of_a_change() -> None:
     ordino = _received(wires["Ordino"])[0]
     assert set(ordino) == {"positions", "technicians", "orders"}
     assert set(ordino["positions"]) == {"T-2"} and set(ordino["technicians"]) == {"T-2"}
+    assert ordino["technicians"]["T-2"]["queue"] == ["WO-2"]  # a new job in their queue
     assert ordino["orders"] == everything["orders"]
     assert wires["Encamp"].written == []
     assert hub.take_sent() == {
