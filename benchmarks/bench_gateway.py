@@ -1,18 +1,25 @@
 """The gateway under load: 2,000 websocket clients on loopback while 5,000 pings/s flow.
 
-Three processes, as in production: the gateway (tailing an embedded log), a feeder that
-offers pings through ingest, and the clients. The pings are a simulated day's GPS fixes
-(2,000 technicians on the real roads of Andorra), replayed in their order at the target rate
-with their times re-stamped to the wall clock as they are offered, so a frame's latency is
-``receive time - fix time``: from the moment the ping is handed to ingest (validated and
-appended to the log) until the frame carrying it reaches a client.
+Separate processes, as in production: the gateway (tailing an embedded log), a feeder that
+offers pings through ingest, and the clients (``--client-processes``, 2 by default, as load
+generators on other machines would be). The pings are a simulated day's GPS fixes (2,000
+technicians on the real roads of Andorra), replayed in their order at the target rate with
+their times re-stamped to the wall clock as they are offered, so a frame's latency is
+``receive time - fix time``: from the moment the ping is stamped and handed to ingest
+(encoded, validated and committed to the log) until the bytes of the frame carrying it
+reach a client's process. The clients speak just enough RFC 6455 to do that cheaply (see
+:class:`FeedClient`): on two cores, a client library's per-frame work would compete with
+the gateway it measures.
 
 Clients: 1,900 customer feeds (each a work order en route with its own technician) and 100
 dispatcher feeds (80 of one region each, 20 of all regions). Printed: p50/p99/max latency of
-every position received (a dispatcher frame counts each of its positions), frames/s
-delivered, the gateway's memory per connection (resident set growth when the clients
-connect), and starved clients (a customer whose technician pinged during the run but who got
-no frame). Target: p99 <= 100 ms, no client starved.
+every position received (a dispatcher frame counts each of its positions), and two parts of
+it: the feeder's own share (stamp to commit) and the gateway's (stamp to the frame written to
+the clients' sockets, measured in the gateway per position published); frames/s delivered
+while measuring, the gateway's memory per connection (resident set growth when the clients
+connect), the CPU each process used during the run, and starved clients (a customer whose
+technician pinged during the run but who got no frame). Target: p99 <= 100 ms, no client
+starved.
 
     .venv/bin/python benchmarks/bench_gateway.py [--clients 2000] [--rate 5000] [--seconds 30]
 
