@@ -74,6 +74,12 @@ def encode(doc: dict[str, Any]) -> Frame:
     return frame_of(orjson.dumps(doc))
 
 
+def _kept(data: bytes) -> bytes:
+    """A copy of ``data`` to keep: bytes from orjson hold on to their whole first buffer
+    (4 KiB), however short they are."""
+    return bytes(memoryview(data))
+
+
 class Outbox:
     """A connection's bounded queue; ``wake`` is called whenever something was queued.
 
@@ -254,7 +260,7 @@ class Hub:
                 backlog=self.backlog,
                 version=self._version,
             )
-            channel.last = orjson.dumps(self.view.customer_doc(work_order))
+            channel.last = _kept(orjson.dumps(self.view.customer_doc(work_order)))
         return channel
 
     def publish(self, changes: Changes) -> int:
@@ -284,7 +290,7 @@ class Hub:
                 continue
             doc = orjson.dumps(self.view.customer_doc(wid))
             if doc != track.last:
-                track.last = doc
+                track.last = _kept(doc)
                 frame, n = track.publish(doc)
                 sent[0] += n
                 sent[1] += n * (len(frame) - header_size(frame))
