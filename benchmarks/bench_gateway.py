@@ -14,8 +14,8 @@ the gateway it measures.
 Clients: 1,900 customer feeds (each a work order en route with its own technician) and 100
 dispatcher feeds (80 of one region each, 20 of all regions). Printed: p50/p99/max latency of
 every position received (a dispatcher frame counts each of its positions), and two parts of
-it: the feeder's own share (stamp to commit) and the gateway's (stamp to the frame written to
-the clients' sockets, measured in the gateway per position published); frames/s delivered
+it: the feeder's own share (stamp to commit) and the gateway's (stamp to the end of the pass
+that wrote the frame to the clients' sockets, measured in the gateway); frames/s delivered
 while measuring, the gateway's memory per connection (resident set growth when the clients
 connect), the CPU each process used during the run, and starved clients (a customer whose
 technician pinged during the run but who got no frame). Target: p99 <= 100 ms, no client
@@ -76,8 +76,9 @@ def gateway_main(data_dir: str, key: bytes, conn: Any) -> None:
         publish = gw.hub.publish
 
         def timed_publish(changes: Any) -> int:
-            # How long after its append each new position has been written to the sockets
-            # of the clients that can take it at once: the gateway's share of the latency.
+            # How long after it was stamped each new position's fan-out pass ended (its
+            # frames written to the sockets of the clients that could take them at once): an
+            # upper bound of the gateway's share, as the pass writes dispatcher frames first.
             published = publish(changes)
             now = time.time() * 1000
             for tid in changes.positions:
@@ -541,7 +542,7 @@ def main() -> None:
     if len(gw_lags) >= 100:
         gq = statistics.quantiles(gw_lags, n=100)
         print(
-            f"  stamped -> written to the clients' sockets by the gateway: p50 {gq[49]:.1f} ms, "
+            f"  stamped -> end of the gateway's fan-out pass that wrote it: p50 {gq[49]:.1f} ms, "
             f"p99 {gq[98]:.1f} ms, max {gw_lags[-1]:.1f} ms"
         )
     print(
