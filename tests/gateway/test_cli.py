@@ -138,3 +138,62 @@ def test_demo_runs_the_day_and_refuses_a_used_directory(
     assert {r["topic"] for r in doc["rows"]} >= {"fs.gps", "fs.workorders", "fs.eta"}
     assert main(argv) == 2
     assert "already holds a log" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_serves_the_map_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    """`fieldstream demo` as a user runs it: it prints the map's URL, the page is served with
+    the live technicians, and Ctrl-C (SIGINT) stops everything with the day's KPI table."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    cli = Path(sys.executable).with_name("fieldstream")
+    options = ["--port", "0", "--technicians", "6", "--clock", "120x"]
+    proc = subprocess.Popen(
+        [str(cli), "demo", "--data-dir", str(tmp_path / "demo"), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        map_url = None
+        while map_url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Live map (dispatcher):"):
+                map_url = line.split()[-1]
+        assert map_url is not None, "".join(lines)
+        with urllib.request.urlopen(map_url, timeout=10) as reply:
+            assert reply.status == 200
+            assert "<canvas" in reply.read().decode()
+        base = map_url.split("/map?")[0]
+        token = map_url.split("token=")[1]
+        # The pipeline is live: technicians show up in the API while the day is played.
+        request = urllib.request.Request(
+            f"{base}/api/technicians", headers={"Authorization": f"Bearer {token}"}
+        )
+        techs: list[object] = []
+        while not techs and time.monotonic() < deadline:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                techs = orjson.loads(reply.read())["technicians"]
+            time.sleep(0.5)
+        assert len(techs) == 6
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "stopped by" in rest and "Ctrl-C" in rest
+    assert "the day's KPIs" in rest and "on_time_rate" in rest
