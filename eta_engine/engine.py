@@ -1401,33 +1401,75 @@ class EtaEngine:
         priors: dict[int, float] = {}
         hour_ms = 3_600_000
         offset_ms = cfg.utc_offset_minutes * 60_000
+        # The stops' inputs as flat columns, written into the padded arrays at once; the
+        # duration laws looked up once per (law, job kind, technician) in the evaluation.
+        laws: dict[tuple[str | None, str, bool, str], tuple[float, float, float]] = {}
+        durations, overheads = self.durations, self.overheads
+        at_i: list[int] = []
+        at_k: list[int] = []
+        stop_kinds: list[int] = []
+        travel: list[float] = []
+        free: list[float] = []
+        window_start: list[float] = []
+        mus: list[float] = []
+        sigmas: list[float] = []
+        levels: list[float] = []
+        anchors: list[float] = []
+        prior_ratio: list[float] = []
+        start_s: list[float] = []
         for i, ((tech, cause), stops) in enumerate(zip(todo, chains, strict=True)):
             now = cause.time
             hour = (now + offset_ms) // hour_ms
             prior = priors.get(hour)
             if prior is None:
                 prior = priors[hour] = self.speeds.prior_at(now)
-            inputs.prior_ratio[i] = prior
-            inputs.start_s[i] = self._start_s(tech, now)
+            prior_ratio.append(prior)
+            start_s.append(self._start_s(tech, now))
+            tid = tech.id
             for k, stop in enumerate(stops):
                 job = stop.job
-                level = 0.0
-                if stop.timer is not None:
-                    mu, sigma = self.overheads.params(stop.timer)
-                elif stop.kind == WORKING:
-                    mu, sigma = self.durations.params(job.job_type, job.visit, tech.id)
+                kind = stop.kind
+                timer = stop.timer
+                key: tuple[str | None, str, bool, str]
+                if timer is not None:
+                    key = (timer, "", False, "")
+                elif kind == WORKING:
+                    key = ("working", job.job_type, job.visit > 1, tid)
                 else:
-                    mu, sigma, level = self.durations.split(job.job_type, job.visit, tech.id)
-                inputs.kind[i, k] = stop.kind
-                inputs.travel_s[i, k] = stop.travel_s
-                inputs.free_s[i, k] = stop.free_s
-                inputs.window_start_s[i, k] = (job.ws - now) / 1000.0
-                inputs.mu[i, k] = mu
-                inputs.sigma[i, k] = sigma
-                inputs.sigma_level[i, k] = level
-                inputs.anchor_s[i, k] = stop.anchor_s
-                if stop.kind == WORKING and -stop.anchor_s > math.exp(mu):
+                    key = (None, job.job_type, job.visit > 1, tid)
+                law = laws.get(key)
+                if law is None:
+                    if timer is not None:
+                        law = (*overheads.params(timer), 0.0)
+                    elif kind == WORKING:
+                        law = (*durations.params(job.job_type, job.visit, tid), 0.0)
+                    else:
+                        law = durations.split(job.job_type, job.visit, tid)
+                    laws[key] = law
+                mu, sigma, level = law
+                at_i.append(i)
+                at_k.append(k)
+                stop_kinds.append(kind)
+                travel.append(stop.travel_s)
+                free.append(stop.free_s)
+                window_start.append((job.ws - now) / 1000.0)
+                mus.append(mu)
+                sigmas.append(sigma)
+                levels.append(level)
+                anchors.append(stop.anchor_s)
+                if kind == WORKING and -stop.anchor_s > math.exp(mu):
                     overrun[i] = True
+        cells = (np.asarray(at_i, dtype=np.int64), np.asarray(at_k, dtype=np.int64))
+        inputs.kind[cells] = stop_kinds
+        inputs.travel_s[cells] = travel
+        inputs.free_s[cells] = free
+        inputs.window_start_s[cells] = window_start
+        inputs.mu[cells] = mus
+        inputs.sigma[cells] = sigmas
+        inputs.sigma_level[cells] = levels
+        inputs.anchor_s[cells] = anchors
+        inputs.prior_ratio[:] = prior_ratio
+        inputs.start_s[:] = start_s
         evidence = self.speeds.evidence_s(todo[0][1].time)
         cold = cfg.cold_evidence_s / (cfg.cold_evidence_s + evidence)
         params = ChainParams(
@@ -1453,7 +1495,10 @@ class EtaEngine:
         kinds = np.where(inputs.kind[ti, ki] == EN_ROUTE, 0, np.where(ki == 0, 1, 2))
         buckets = self.calibrator.buckets(mid, kinds.astype(np.int64))
         c_lo, c_mid, c_hi = self.calibrator.calibrate(buckets, lo, mid, hi)
-        ends = np.array([chains[i][k].job.we for i, k in zip(ti, ki, strict=True)], np.int64)
+        ti_list, ki_list = ti.tolist(), ki.tolist()
+        ends = np.array(
+            [chains[i][k].job.we for i, k in zip(ti_list, ki_list, strict=True)], np.int64
+        )
         p_late = self.calibrator.prob_after(buckets, (ends - nows) / 1000.0, (lo, mid, hi))
         # Work that would end past the shift (plus the overtime dispatch allows) is moved to
         # another day, not delivered late, and dispatch decides with the job's mean time
@@ -1471,21 +1516,38 @@ class EtaEngine:
         mean_work = np.exp(inputs.mu[ti, ki] + inputs.sigma[ti, ki] ** 2 / 2.0)
         today = lo + mean_work <= shift_end
 
-        for r, (i, k) in enumerate(zip(ti.tolist(), ki.tolist(), strict=True)):
+        # Python numbers from here on: the same doubles, cheaper to read one at a time.
+        lo_l, mid_l, hi_l = lo.tolist(), mid.tolist(), hi.tolist()
+        c_lo_l, c_mid_l, c_hi_l = c_lo.tolist(), c_mid.tolist(), c_hi.tolist()
+        bucket_l, p_late_l, today_l = buckets.tolist(), p_late.tolist(), today.tolist()
+        overrun_l = overrun.tolist()
+        every_ms = cfg.calibration_every_s * 1000
+        for r, (i, k) in enumerate(zip(ti_list, ki_list, strict=True)):
             tech, cause = todo[i]
             job = chains[i][k].job
             now = cause.time
-            quant = [now + round(c_lo[r] * 1000), now + round(c_mid[r] * 1000)]
-            quant.append(now + round(c_hi[r] * 1000))
-            if job.calib_ms is None or now - job.calib_ms >= cfg.calibration_every_s * 1000:
-                snap = [float(now), float(buckets[r]), float(lo[r]), float(mid[r]), float(hi[r])]
-                snap += [float(c_lo[r]), float(c_hi[r])]
-                job.calib.append(snap)
+            quant = [
+                now + round(c_lo_l[r] * 1000),
+                now + round(c_mid_l[r] * 1000),
+                now + round(c_hi_l[r] * 1000),
+            ]
+            if job.calib_ms is None or now - job.calib_ms >= every_ms:
+                job.calib.append(
+                    [
+                        float(now),
+                        float(bucket_l[r]),
+                        lo_l[r],
+                        mid_l[r],
+                        hi_l[r],
+                        c_lo_l[r],
+                        c_hi_l[r],
+                    ]
+                )
                 job.calib_ms = now
                 if len(job.calib) > 64:
                     del job.calib[0]
-            self._publish(tech, job, cause, quant, bool(overrun[i]))
-            self._alert(tech, job, cause, quant, float(p_late[r]), bool(today[r]))
+            self._publish(tech, job, cause, quant, overrun_l[i])
+            self._alert(tech, job, cause, quant, p_late_l[r], today_l[r])
 
     def _publish(
         self, tech: Tech, job: Job, cause: _Cause, quant: list[int], overrun: bool

@@ -154,6 +154,11 @@ def simulate_arrivals(chains: Chains, params: ChainParams, z: FloatArray) -> Flo
 
     ``z`` comes from :func:`latin_normals` with at least ``L`` stops. Reported stops are the
     QUEUED and EN_ROUTE ones: the arrivals still to happen.
+
+    Stop ``k`` is computed only for the chains that have one (chains are padded to the
+    longest, and most are short), and each kind's formula only where that kind occurs (past
+    stop 0 every stop is QUEUED). Every sample is the same elementwise arithmetic either way,
+    so the draws do not depend on which other chains share the call.
     """
     n, stops = chains.kind.shape
     samples = z.shape[2]
@@ -170,45 +175,70 @@ def simulate_arrivals(chains: Chains, params: ChainParams, z: FloatArray) -> Flo
     setup_mu, setup_sigma = params.setup
     turn_mu, turn_sigma = params.turnaround
     lead_mean, lead_sd = params.lead
-    ratio0 = chains.prior_ratio[:, None]
     level = z[0, _LEVEL][None, :]
     for k in range(stops):
-        kind = chains.kind[:, k][:, None]
-        if not np.any(kind != PAD):
+        kinds = chains.kind[:, k]
+        rows = np.flatnonzero(kinds != PAD)
+        if len(rows) == 0:
             break
+        whole = len(rows) == n
+        kind = (kinds if whole else kinds[rows])[:, None]
         zk = z[k]
         setup = np.exp(setup_mu + setup_sigma * zk[_SETUP])[None, :]
         turnaround = np.exp(turn_mu + turn_sigma * zk[_TURNAROUND])[None, :]
-        mu = chains.mu[:, k][:, None]
-        sigma = chains.sigma[:, k][:, None]
-        shared = chains.sigma_level[:, k][:, None] * level
+        mu = chains.mu[rows, k][:, None]
+        sigma = chains.sigma[rows, k][:, None]
+        shared = chains.sigma_level[rows, k][:, None] * level
         duration = np.exp(mu + sigma * zk[_DURATION][None, :] + shared)
-        travel = chains.travel_s[:, k][:, None]
-        free = np.maximum(chains.free_s[:, k][:, None], 1e-3)
-        anchor = chains.anchor_s[:, k][:, None]
-
-        # Queued: wait if early, then drive with the forecast congestion of the departure.
-        lead = lead_mean + lead_sd * zk[_LEAD][None, :]
-        depart = np.maximum(ready, chains.window_start_s[:, k][:, None] - lead - free)
-        ahead = np.maximum(depart, 0.0)
-        ratio = travel / free
-        forecast = ratio0 + (ratio - ratio0) * np.exp(-ahead / params.reversion_s)
-        spread = params.travel_sigma + params.travel_sigma_growth * np.minimum(ahead / 3600.0, 1.0)
-        spread = spread + params.cold_sigma
-        queued_arrival = depart + free * forecast * np.exp(spread * zk[_TRAVEL][None, :])
-        drive_sigma = params.en_route_sigma + params.cold_sigma
-        en_route_arrival = travel * np.exp(drive_sigma * zk[_TRAVEL][None, :])
-
-        arrival = np.where(kind == EN_ROUTE, en_route_arrival, queued_arrival)
-        start = np.where(kind == ARRIVED, np.maximum(anchor + setup, 0.0), arrival + setup)
-        finish = start + duration
+        travel = chains.travel_s[rows, k][:, None]
+        start_ready = ready if whole else ready[rows]
+        queued = kind == QUEUED
+        en_route = kind == EN_ROUTE
+        arrived = kind == ARRIVED
         working = kind == WORKING
+        any_queued = bool(queued.any())
+        arrival: FloatArray
+        if any_queued:
+            # Queued: wait if early, then drive with the forecast congestion of the departure.
+            free = np.maximum(chains.free_s[rows, k][:, None], 1e-3)
+            ratio0 = chains.prior_ratio[rows][:, None]
+            lead = lead_mean + lead_sd * zk[_LEAD][None, :]
+            depart = np.maximum(start_ready, chains.window_start_s[rows, k][:, None] - lead - free)
+            ahead = np.maximum(depart, 0.0)
+            ratio = travel / free
+            forecast = ratio0 + (ratio - ratio0) * np.exp(-ahead / params.reversion_s)
+            spread = params.travel_sigma + params.travel_sigma_growth * np.minimum(
+                ahead / 3600.0, 1.0
+            )
+            spread = spread + params.cold_sigma
+            arrival = depart + free * forecast * np.exp(spread * zk[_TRAVEL][None, :])
+        if en_route.any():
+            drive_sigma = params.en_route_sigma + params.cold_sigma
+            en_route_arrival = travel * np.exp(drive_sigma * zk[_TRAVEL][None, :])
+            arrival = (
+                np.where(en_route, en_route_arrival, arrival) if any_queued else en_route_arrival
+            )
+        elif not any_queued:
+            # Only ARRIVED and WORKING stops, which start from their anchors.
+            arrival = np.full((len(rows), samples), np.nan)
+        start = arrival + setup
+        if arrived.any():
+            anchor = chains.anchor_s[rows, k][:, None]
+            start = np.where(arrived, np.maximum(anchor + setup, 0.0), start)
+        finish = start + duration
         if working.any():
+            anchor = chains.anchor_s[rows, k][:, None]
             worked = conditional_lognormal(mu, sigma, -anchor, zk[_DURATION][None, :])
             finish = np.where(working, anchor + worked, finish)
-        reported = (kind == QUEUED) | (kind == EN_ROUTE)
-        out[:, k, :] = np.where(reported, arrival, np.nan)
-        ready = np.where(kind == PAD, ready, finish + turnaround)
+        reported = queued | en_route
+        if reported.all():
+            out[rows, k, :] = arrival
+        else:
+            out[rows, k, :] = np.where(reported, arrival, np.nan)
+        if whole:
+            ready = finish + turnaround
+        else:
+            ready[rows] = finish + turnaround
     return out
 
 

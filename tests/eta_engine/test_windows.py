@@ -148,3 +148,38 @@ def test_the_job_on_hand_is_timed_by_its_own_elapsed_time() -> None:
     base = simulate_arrivals(chains, PARAMS, Z)
     chains.sigma_level[0, 0] = 0.5  # the job on hand is timed by its own elapsed time
     np.testing.assert_array_equal(simulate_arrivals(chains, PARAMS, Z), base)
+
+
+def test_a_chain_draws_the_same_samples_whatever_shares_the_call() -> None:
+    # Chains of every kind and length, simulated together and each on its own: every sample
+    # must be bit for bit the same (stops are computed only for the chains that have them).
+    rng = np.random.default_rng(5)
+    firsts = [QUEUED, EN_ROUTE, ARRIVED, WORKING, QUEUED, EN_ROUTE, WORKING]
+    lengths = [1, 3, 2, 6, 4, 1, 5]
+    together = Chains.empty(len(firsts), 6)
+    for i, (first, length) in enumerate(zip(firsts, lengths, strict=True)):
+        for k in range(length):
+            values = {
+                "travel_s": float(rng.uniform(60, 1800)),
+                "free_s": float(rng.uniform(60, 1500)),
+                "window_start_s": float(rng.uniform(-3600, 7200)),
+                "anchor_s": float(rng.uniform(-3000, 0)),
+                "sigma_level": float(rng.uniform(0, 0.3)),
+            }
+            _job(together, i, k, first if k == 0 else QUEUED, **values)
+        together.prior_ratio[i] = rng.uniform(1.0, 1.5)
+    together.start_s[4] = 900.0
+    arrivals = simulate_arrivals(together, PARAMS, Z)
+    for i, length in enumerate(lengths):
+        alone = Chains.empty(1, length)
+        for name in ("kind", "travel_s", "free_s", "window_start_s", "mu", "sigma", "anchor_s"):
+            getattr(alone, name)[0] = getattr(together, name)[i, :length]
+        alone.sigma_level[0] = together.sigma_level[i, :length]
+        alone.prior_ratio[0] = together.prior_ratio[i]
+        alone.start_s[0] = together.start_s[i]
+        own = simulate_arrivals(alone, PARAMS, Z)
+        np.testing.assert_array_equal(own[0], arrivals[i, :length])
+        assert np.all(np.isnan(arrivals[i, length:]))
+        reported = np.isin(together.kind[i, :length], (QUEUED, EN_ROUTE))
+        assert np.all(np.isfinite(arrivals[i, :length][reported]))
+        assert np.all(np.isnan(arrivals[i, :length][~reported]))
