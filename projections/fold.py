@@ -80,6 +80,11 @@ TOPICS = (*INPUT_TOPICS, "fs.workorders", "fs.eta", "fs.alerts", "fs.gps")
 usually finds its shift already known."""
 
 
+Settled = tuple[str, Track, list[Fix], list[Fix], int | None]
+"""A technician's settled track: (technician, track, fixes appended, fixes merged, the time
+from which fixes were removed or None)."""
+
+
 class RecordLike(Protocol):
     """What the fold needs of a log record (``streams.log.Record`` has it)."""
 
@@ -611,7 +616,7 @@ class Projection(Views):
         km_days: set[tuple[str, str]] = set()
         refresh = self._refresh
         self._refresh = False
-        self._settle_tracks(out, subjects, techdays, km_days)
+        settled = self._settle_tracks(out, subjects, techdays, km_days)
         orders = set(self._orders)
         inputs = set(self._inputs)
         techs = set(self._techs) | self._pinged
@@ -653,6 +658,7 @@ class Projection(Views):
             if not whole and key in self._td_mm and self._td_mm[key] == self._shift_mm(tid, day):
                 continue  # the fixes did not move the odometer (a van parked on site)
             self.book.update(("techday", tid, day), self._techday(tid, day, whole))
+        self._persist_tracks(out, settled)
         self._prune_etas(orders)
         self._eta_chunk(out)
         self._kpi_rows(out)
@@ -706,11 +712,12 @@ class Projection(Views):
         subjects: set[Subject],
         techdays: set[tuple[str, str]],
         km_days: set[tuple[str, str]],
-    ) -> None:
-        """Fold the batch's fixes into the tracks, persist them, and mark what they change:
-        the legs and the technician-days whose distance covers the new fixes."""
+    ) -> list[Settled]:
+        """Fold the batch's fixes into the tracks and mark what they change: the legs and the
+        technician-days whose distance covers the new fixes. Returns what
+        :meth:`_persist_tracks` then writes."""
         lateness = self.settings.lateness_ms
-        settled: list[tuple[str, Track, list[Fix], list[Fix], int | None]] = []
+        settled: list[Settled] = []
         appends: list[tuple[Track, list[Fix]]] = []
         for tid in sorted(self._pinged | set(self._shifts_from)):
             track = self.tracks.get(tid)
@@ -723,29 +730,8 @@ class Projection(Views):
                 appends.append((track, fresh))
             settled.append((tid, track, fresh, merged, removed))
         append_batch(appends)
-        for tid, track, fresh, merged, removed in settled:
+        for tid, _track, fresh, merged, removed in settled:
             tech = self.techs[tid]
-            cutoff = track.newest - self.settings.retain_track_ms
-            pruned = track.start is not None and track.start < cutoff - HOUR_MS
-            if pruned:
-                days = {self.day(s) for s, _ in tech.shifts() if s < cutoff}
-                for day in days:  # final by now: keep what the fixes said
-                    if day not in tech.km_cache:
-                        tech.km_cache[day] = sum(
-                            track.shift_mm(s, e) for s, e in tech.shifts() if self.day(s) == day
-                        )
-                track.prune_before(cutoff)
-                tech.track_pruned = True
-                tech.track_cut = cutoff
-                out.chunk_prunes.append((tid, cutoff))  # chunks holding only older fixes
-            tech.track_newest = track.newest
-            tech.track_quarantine = list(track.quarantine)
-            if removed is not None:
-                out.chunk_resets.append(tid)
-                tech.next_chunk = 0
-                self._chunk(out, tech, track.points())
-            else:  # (never both fresh and merged: a batch's fixes are merged or appended)
-                self._chunk(out, tech, fresh or merged)
             self._techs.add(tid)
             self._pinged.add(tid)
             lo = hi = None
@@ -773,6 +759,36 @@ class Projection(Views):
                     subjects.add(("visit", wo, str(n)))
                 if n == 1 and shifted:
                     subjects.add(("order", wo))  # the van's stock is known from shifts
+        return settled
+
+    def _persist_tracks(self, out: Changes, settled: Sequence[Settled]) -> None:
+        """Prune the tracks that reach back further than they must be kept, and write each
+        settled track's chunk. Done after the batch's subjects were computed: they read the
+        fixes (legs, shifts' distances) before those are pruned, however many days the
+        batch spans, as a smaller batch would have."""
+        for tid, track, fresh, merged, removed in settled:
+            tech = self.techs[tid]
+            cutoff = track.newest - self.settings.retain_track_ms
+            pruned = track.start is not None and track.start < cutoff - HOUR_MS
+            if pruned:
+                days = {self.day(s) for s, _ in tech.shifts() if s < cutoff}
+                for day in days:  # final by now: keep what the fixes said
+                    if day not in tech.km_cache:
+                        tech.km_cache[day] = sum(
+                            track.shift_mm(s, e) for s, e in tech.shifts() if self.day(s) == day
+                        )
+                track.prune_before(cutoff)
+                tech.track_pruned = True
+                tech.track_cut = cutoff
+                out.chunk_prunes.append((tid, cutoff))  # chunks holding only older fixes
+            tech.track_newest = track.newest
+            tech.track_quarantine = list(track.quarantine)
+            if removed is not None:
+                out.chunk_resets.append(tid)
+                tech.next_chunk = 0
+                self._chunk(out, tech, track.points())
+            else:  # (never both fresh and merged: a batch's fixes are merged or appended)
+                self._chunk(out, tech, fresh or merged)
 
     def _chunk(self, out: Changes, tech: Technician, fixes: Sequence[Fix]) -> None:
         """A chunk of the technician's fixes and, with it, the track's state after the batch

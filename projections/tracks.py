@@ -70,6 +70,23 @@ def _start(shift: Shift) -> int:
     return shift[0]
 
 
+def _fix_order(fix: Fix) -> tuple[int, float, float, bool, float, bool, float]:
+    """A fix's place in the tuple order, with a missing speed or heading after any value (a
+    tuple holding None does not compare with one holding a number there)."""
+    t, lat, lon, speed, heading = fix
+    return (t, lat, lon, speed is None, speed or 0.0, heading is None, heading or 0.0)
+
+
+def sort_fixes(fixes: list[Fix]) -> None:
+    """Sort fixes in place by time, then position, speed and heading (so which of several
+    fixes at one time is kept does not depend on their arrival order). Plain tuple order
+    unless two fixes agree up to a speed or heading that only one of them has."""
+    try:
+        fixes.sort()
+    except TypeError:
+        fixes.sort(key=_fix_order)
+
+
 def covered(shifts: Sequence[Shift], t: int) -> bool:
     """Whether a shift in ``shifts`` (sorted by start) covers time ``t`` (ends inclusive)."""
     i = bisect_right(shifts, t, key=_start) - 1
@@ -163,13 +180,13 @@ class Track:
             self.quarantine = keep
         if waiting:
             self.quarantine.extend(f for f in waiting if f[0] >= floor)
-            self.quarantine.sort()
+            sort_fixes(self.quarantine)
         removed: int | None = None
         if shifts_changed_from is not None and len(self.t):
             removed = self._purge(shifts, shifts_changed_from)
         if not fresh:
             return [], [], removed
-        fresh.sort()
+        sort_fixes(fresh)
         times = self.t
         n = len(times)
         if not n or fresh[0][0] > times[-1]:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from projections.fold import Projection
+from projections.state import Settings
 from streams.embedded import EmbeddedLog
 from streams.projection_stage import ProjectionStage
 from streams.projection_store import ProjectionStore
@@ -48,13 +49,18 @@ def normalised(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[A
     }
 
 
-def rebuild(data_dir: Path, open_store: Callable[[], ProjectionStore], batch: int | None) -> None:
+def rebuild(
+    data_dir: Path,
+    open_store: Callable[[], ProjectionStore],
+    batch: int | None,
+    settings: Settings | None = None,
+) -> None:
     """Project the whole log again into a fresh store: in the pipeline's event-time windows
     (``batch=None``) or in batches of ``batch`` records."""
 
     async def body() -> None:
         log = EmbeddedLog.open(data_dir)
-        stage = ProjectionStage(log, open_store, max_batch=batch or 20_000)
+        stage = ProjectionStage(log, open_store, settings=settings, max_batch=batch or 20_000)
         if batch is None:
             await stage.run_until_idle()
         else:

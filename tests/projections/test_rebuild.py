@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
+from simulator import make_params, simulate
+from streams.bootstrap import build_stages, open_log
 from streams.config import Config
+from streams.pipeline import run_until_idle
 from streams.projection_store import PostgresProjectionStore, SqliteProjectionStore
-from streams.state_store import PostgresStateStore
+from streams.state_store import PostgresStateStore, SqliteStateStore
 from tests.projections.compare import normalised, rebuild, state, tables
 from tests.projections.conftest import ProcessedDay
-from tests.support import embedded_day, process, run
+from tests.support import embedded_day, graph, ingest_day, process, run
 
 
 @pytest.mark.parametrize("batch", [None, 700, 200_000])
@@ -32,6 +36,39 @@ def test_a_rebuild_on_sqlite_equals_the_incremental_projection(
     finally:
         live.close()
         rebuilt.close()
+
+
+def test_a_batch_spanning_more_than_the_kept_track_equals_small_batches(tmp_path: Path) -> None:
+    """Tracks are pruned to ``retain_track_ms`` (two days) behind their newest fix. A batch
+    spanning more than that (here three short days in one batch, as a week rebuilt in large
+    batches) still measures every leg and shift on the fixes before they are pruned."""
+    data = tmp_path / "log"
+
+    async def prepare() -> None:
+        log = await open_log(Config(data_dir=data))
+        for i in range(3):
+            day = date(2026, 11, 23) + timedelta(days=i)
+            params = make_params("normal", technicians=4, seed=3 + i, start_date=day, hours=4)
+            await ingest_day(log, simulate(params, graph()))
+        store = SqliteStateStore.in_dir(data)
+        stages = [s for s in build_stages(log, store, Config(data_dir=data), graph())
+                  if s.name != "projections"]  # fmt: skip
+        await run_until_idle(stages)
+        store.close()
+        await log.close()
+
+    run(prepare())
+    paths = {batch: tmp_path / f"rebuilt-{batch}.sqlite3" for batch in (300, 200_000)}
+    for batch, path in paths.items():
+        rebuild(data, lambda p=path: SqliteProjectionStore(p), batch)
+    small, whole = (SqliteProjectionStore(path) for path in paths.values())
+    try:
+        assert any(km for km in state(small)["km"].values())  # tracks were pruned
+        assert len({row[0] for row in tables(small)["kp_kpi"]}) == 3
+        assert tables(whole) == tables(small)
+    finally:
+        small.close()
+        whole.close()
 
 
 def _other_schema(url: str) -> str:

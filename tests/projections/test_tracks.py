@@ -136,3 +136,30 @@ def test_restore_and_prune_keep_every_distance() -> None:
     assert track.prune_before(fixes[40][0])
     assert track.driven_mm(a, b) == driven
     assert track.shift_mm(0, None) == _expected(fixes[40:])[-1]
+
+
+def test_fixes_at_one_time_differing_only_by_a_missing_speed_or_heading() -> None:
+    # A repeated ping may come back with or without its speed or heading: sorting such fixes
+    # as tuples compares None with a number (a TypeError). Whichever arrives first, the one
+    # with the values is kept, in the track as in the quarantine.
+    bare = (5_000_000, 42.5, 1.5, None, None)
+    speed = (5_000_000, 42.5, 1.5, 3.0, None)
+    heading = (5_000_000, 42.5, 1.5, None, 90.0)
+    later = (5_010_000, 42.6, 1.6, None, None)
+    for order in ([bare, speed, later], [later, speed, bare], [heading, bare, later]):
+        track = Track()
+        for f in order:
+            track.offer(f, LATE)
+        fresh, _, _ = track.settle([(0, None)], LATE)
+        append_batch([(track, fresh)])
+        assert track.points() == [speed if speed in order else heading, later]
+        waiting = Track()
+        for f in order:
+            waiting.offer(f, LATE)
+        waiting.settle([], LATE)
+        waiting.offer((5_020_000, 42.7, 1.7, None, None), LATE)
+        waiting.settle([], LATE)
+        assert waiting.quarantine[0] == (speed if speed in order else heading)
+        fresh, _, _ = waiting.settle([(0, None)], LATE)
+        append_batch([(waiting, fresh)])
+        assert waiting.points()[0] == track.points()[0]
