@@ -15,6 +15,20 @@ over a column at a time: ``Log.read_columns``, no object per ping), and then
 2. commits the batch's rows, the offsets after it and the stage's meta in **one**
    transaction of the projection store.
 
+While catching up (records beyond the step already read ahead), steps are folded without
+this: the fold's state does not depend on the batching, so several steps' records are
+flushed and committed together, once ``max_batch`` of them wait or the stage has caught up
+(see ``ProjectionStage._may_defer`` for the conditions that keep the day-close snapshots as
+they would be). A stage that has caught up commits every step.
+
+A deferred step still commits, in a small transaction, how far it has read (the meta key
+``read``). A restart folds the records between the committed offsets and that mark again
+before it reports its next time, so it resumes where it stood when it stopped, not where it
+last committed: the pipeline's rounds after a restart start where they stopped, as they do
+for a projection that commits every step (were they to start further back, the stages before
+it would be stepped again with horizons they have passed, and cut their batches differently
+from a run that never stopped).
+
 Partitions are not merged by time: the fold does not depend on the interleaving (see
 projections/fold.py), which saves a sort of every batch.
 """
@@ -34,8 +48,8 @@ import numpy as np
 from events import kinds as k
 from events.base import Causation
 from events.codec import encode
-from projections.fold import TOPICS, Projection, RecordLike
-from projections.kpis import METRIC_NAMES, GroupKey, group_key_text
+from projections.fold import TOPICS, Changes, Projection, RecordLike
+from projections.kpis import DAY_MS, METRIC_NAMES, GroupKey, group_key_text
 from projections.state import Cause, Settings
 from streams.config import Config
 from streams.log import Columns, Log, OutRecord, Record
@@ -97,18 +111,25 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _oldest(batch: Sequence[RecordLike] | Columns) -> int:
+    """The smallest timestamp of a non-empty batch."""
+    if isinstance(batch, Columns):
+        return int(batch.timestamps.min())
+    return min(r.timestamp_ms for r in batch)
+
+
 class _Ahead:
     """One partition's records read ahead and not yet projected (from ``head`` on): a list
     of records, or, for the topics in :data:`COLUMNAR`, columns (no object per record)."""
 
     __slots__ = ("columns", "head", "records")
 
-    def __init__(self, columnar: bool) -> None:
+    def __init__(self, topic: str, partition: int, columnar: bool) -> None:
         self.records: list[Record] = []
         self.columns: Columns | None = None
         self.head = 0
         if columnar:
-            self.columns = Columns("", 0, np.zeros(0, np.int64), np.zeros(0, np.int64), [], [])
+            self.columns = Columns.of(topic, partition, [])
 
     def _size(self) -> int:
         return len(self.columns) if self.columns is not None else len(self.records)
@@ -129,15 +150,7 @@ class _Ahead:
         """Append what a read returned (after dropping what was taken already)."""
         if isinstance(batch, Columns):
             assert self.columns is not None
-            old = self.columns.slice(self.head, len(self.columns))
-            self.columns = Columns(
-                batch.topic,
-                batch.partition,
-                np.concatenate((old.offsets, batch.offsets)),
-                np.concatenate((old.timestamps, batch.timestamps)),
-                old.keys + batch.keys,
-                old.values + batch.values,
-            )
+            self.columns = self.columns.joined(self.head, batch)
         else:
             if self.head:
                 del self.records[: self.head]
@@ -197,6 +210,11 @@ class ProjectionStage:
         self._by_topic: dict[str, list[tuple[str, int]]] = {}
         self._batch = 0
         self._started = False
+        self._unsaved: dict[tuple[str, int], int] = {}
+        """Positions after the records folded but not committed yet (see :meth:`_may_defer`)."""
+        self._unsaved_records = 0
+        self._closed = -(2**62)
+        """:meth:`_frontier` as of the last commit."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -217,7 +235,39 @@ class ProjectionStage:
             loaded.kpi, loaded.facts, loaded.live_technicians, loaded.live_work_orders
         )
         self.projection.restore(loaded.docs, loaded.chunks, loaded.eta_chunks, loaded.meta)
+        for topic, p, end in loaded.meta.get("read", []):
+            if end > self._positions.get((topic, p), end):
+                await self._fold_again((topic, p), end)
         self._started = True
+
+    async def _fold_again(self, tp: tuple[str, int], end: int) -> None:
+        """Fold the records of one partition from the committed offset up to ``end`` (the
+        ``read`` mark of a stage that stopped while it deferred its commit), without flushing:
+        the stage is then where it stood when it stopped."""
+        topic, p = tp
+        at = self._positions[tp]
+        while at < end:
+            batch: Sequence[RecordLike] | Columns
+            if topic in COLUMNAR:
+                got = await self.log.read_columns(topic, p, at, min(READ_CHUNK, end - at))
+                if not len(got):
+                    break
+                batch = got.slice(0, int(np.searchsorted(got.offsets, end)))
+                self.projection.apply_pings(batch)
+                last = int(batch.offsets[-1])
+            else:
+                records = [
+                    r for r in await self.log.read(topic, p, at, READ_CHUNK) if r.offset < end
+                ]
+                if not records:
+                    break
+                batch = records
+                self.projection.apply(topic, records)
+                last = records[-1].offset
+            self._unsaved_records += len(batch)
+            at = last + 1
+        self._unsaved[tp] = at
+        self._fetched[tp] = at
 
     def close(self) -> None:
         if self.store is not None:
@@ -227,17 +277,20 @@ class ProjectionStage:
 
     @property
     def positions(self) -> dict[tuple[str, int], int]:
-        """(topic, partition) -> the next offset this stage will read (a copy)."""
-        return dict(self._positions)
+        """(topic, partition) -> the next offset this stage will read (a copy). Records
+        before it are folded; they are committed too unless the stage is catching up (see
+        :meth:`_may_defer`)."""
+        return {**self._positions, **self._unsaved}
 
     async def lag(self) -> int:
         """Records on the inputs not yet projected."""
         await self.start()
         behind = 0
+        positions = self.positions
         for topic in self.inputs:
             for p, end in (await self.log.end_offsets(topic)).items():
-                if (topic, p) in self._positions:
-                    behind += max(0, end - self._positions[(topic, p)])
+                if (topic, p) in positions:
+                    behind += max(0, end - positions[(topic, p)])
         return behind
 
     def _wants(self, tp: tuple[str, int], horizon: int | None, share: int) -> bool:
@@ -266,7 +319,7 @@ class ProjectionStage:
                 end = self._ends.get(tp, 0)
                 buffer = self._buffers.get(tp)
                 if buffer is None:
-                    buffer = self._buffers[tp] = _Ahead(columnar)
+                    buffer = self._buffers[tp] = _Ahead(tp[0], tp[1], columnar)
                 while self._fetched.get(tp, self._positions[tp]) < end and self._wants(
                     tp, horizon, share
                 ):
@@ -307,7 +360,7 @@ class ProjectionStage:
         await self._fill(horizon)
         share = max(1, self.max_batch // max(1, len(self._positions)))
         taken: list[tuple[str, Sequence[RecordLike] | Columns]] = []
-        new_positions: dict[tuple[str, int], int] = {}
+        oldest: int | None = None
         for tp in self._positions:  # inputs in TOPICS order, each partition in offset order
             buffer = self._buffers.get(tp)
             if buffer is None or not buffer.pending():
@@ -316,8 +369,10 @@ class ProjectionStage:
             if not len(batch):
                 continue
             taken.append((tp[0], batch))
-            new_positions[tp] = after
-        if not taken:
+            self._unsaved[tp] = after
+            first = _oldest(batch)
+            oldest = first if oldest is None else min(oldest, first)
+        if not taken and not self._unsaved:
             return StepStats(0, 0, time.perf_counter() - began, {})
         projection = self.projection
         for topic, batch in taken:
@@ -325,9 +380,19 @@ class ProjectionStage:
                 projection.apply_pings(batch)
             else:
                 projection.apply(topic, batch)
+        n_records = sum(len(batch) for _, batch in taken)
+        self._unsaved_records += n_records
+        by_topic: dict[str, int] = {}
+        for topic, records in taken:
+            by_topic[topic] = by_topic.get(topic, 0) + len(records)
+        self.totals["records"] = self.totals.get("records", 0) + n_records
+        low = self._low_watermark()
+        if taken and self._may_defer(low, oldest):
+            self.store.commit(Changes(), {}, {"read": self._read_mark()})
+            return StepStats(n_records, 0, time.perf_counter() - began, {}, by_topic)
         changes = projection.flush()
         outputs: list[OutRecord] = []
-        for day, cause in projection.closable_days(self._low_watermark()):
+        for day, cause in projection.closable_days(low):
             for key in projection.book.keys_of_day(day):
                 event = snapshot_event(key, projection.book.values(key), cause, "close")
                 outputs.append(snapshot_record(event))
@@ -335,21 +400,59 @@ class ProjectionStage:
         if outputs:
             await self.log.append(outputs)
         self._batch += 1
-        meta: dict[str, Any] = {"batch": self._batch, **projection.meta()}
-        self.store.commit(changes, new_positions, meta)
-        self._positions.update(new_positions)
-        n_records = sum(len(batch) for _, batch in taken)
+        meta: dict[str, Any] = {"batch": self._batch, "read": [], **projection.meta()}
+        self.store.commit(changes, self._unsaved, meta)
+        self._positions.update(self._unsaved)
+        self._unsaved = {}
+        self._unsaved_records = 0
+        self._closed = max(self._closed, self._frontier(low))
         counts = dict(changes.counts)
         counts["rows"] = changes.rows
         if outputs:
             counts["KpiSnapshot"] = len(outputs)
         for name, n in counts.items():
             self.totals[name] = self.totals.get(name, 0) + n
-        self.totals["records"] = self.totals.get("records", 0) + n_records
-        by_topic: dict[str, int] = {}
-        for topic, records in taken:
-            by_topic[topic] = by_topic.get(topic, 0) + len(records)
         return StepStats(n_records, len(outputs), time.perf_counter() - began, counts, by_topic)
+
+    def _read_mark(self) -> list[list[Any]]:
+        """The ``read`` mark: [topic, partition, next offset] of each partition with records
+        folded but not committed."""
+        return [[t, p, o] for (t, p), o in sorted(self._unsaved.items())]
+
+    def _frontier(self, low: int) -> int:
+        """The number (days since the epoch, as the fold counts them) of the first day that
+        ``low`` has not closed yet: days before it are closed (their end plus the allowed
+        lateness is behind every input partition)."""
+        settings = self.projection.settings
+        return (low + settings.day_offset_ms - settings.lateness_ms) // DAY_MS
+
+    def _may_defer(self, low: int, oldest: int | None) -> bool:
+        """Whether the batch just folded may wait for the next ones before it is flushed and
+        committed (what is folded but not committed is simply read and folded again after a
+        restart, so exactly-once holds either way). Only while catching up, and only when a
+        flush now could publish nothing that a later one would not publish the same:
+
+        * fewer than ``max_batch`` records wait, and records beyond this step are already
+          read ahead (a stage that has caught up commits every step, so the live view and
+          the KPI tables are never behind the log it has read);
+        * no day closed since the last commit (its KpiSnapshots are taken at once, from
+          the state as of this step, as without deferring);
+        * no record of the batch is within the allowed lateness of a closed day (such a
+          record may give a closed, unpublished day its first KPI group or the cause of its
+          close, which a flush at once would publish).
+        """
+        if self._unsaved_records >= self.max_batch:
+            return False
+        if not any(buffer.pending() for buffer in self._buffers.values()):
+            return False
+        frontier = self._frontier(low)
+        if frontier > self._closed:
+            return False
+        settings = self.projection.settings
+        if oldest is None:
+            return False
+        late = (oldest + settings.day_offset_ms - settings.lateness_ms) // DAY_MS
+        return late >= max(frontier, self._closed)
 
     def _low_watermark(self) -> int:
         """A time every input partition has read past: the smallest timestamp among the next
