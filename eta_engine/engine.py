@@ -52,7 +52,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -468,6 +468,56 @@ class Job:
     """Where the job sits in its technician's queue (see ``EtaEngine._enqueue``)."""
 
 
+Fix = tuple[Causation, float, float, float | None, float | None]
+"""What the engine reads of a ``GpsPinged``: its position on the log (the causation of what
+it causes), ``lat``, ``lon``, ``speed_mps`` and ``heading_deg``."""
+
+
+class PingSource(Protocol):
+    """Where the pings of a :class:`PingColumns` are read from, one at a time."""
+
+    def ping(self, row: int) -> Fix | None:
+        """The fix of row ``row``; None if it cannot be read (the engine then does not use
+        it). May be called more than once for a row."""
+
+
+@dataclass(frozen=True, slots=True)
+class PingColumns:
+    """A batch's GPS pings, a column at a time (see :meth:`EtaEngine.apply_columns`).
+
+    Row ``j`` is a ``GpsPinged`` of technician ``technician_ids[j]`` measured at ``times[j]``
+    (its event time); rows are in log order. ``before[i]`` is how many of them come before
+    the batch's ``i``-th other event. Only the rows the engine uses are read from
+    ``source``: a step's newest fix of each van, and the fixes of vans near their site.
+    """
+
+    technician_ids: Sequence[str]
+    times: Sequence[int]
+    before: Sequence[int]
+    source: PingSource
+
+
+@dataclass(frozen=True, slots=True)
+class _DecodedPings:
+    """A :class:`PingSource` over pings already decoded."""
+
+    items: Sequence[tuple[GpsPinged, Causation]]
+
+    def ping(self, row: int) -> Fix | None:
+        ping, position = self.items[row]
+        return (position, ping.lat, ping.lon, ping.speed_mps, ping.heading_deg)
+
+
+@dataclass(frozen=True, slots=True)
+class _Fixes:
+    """A :class:`PingSource` over fixes (the open step's pings of a restored state)."""
+
+    items: Sequence[Fix]
+
+    def ping(self, row: int) -> Fix | None:
+        return self.items[row]
+
+
 @dataclass(slots=True)
 class _Cause:
     seq: int
@@ -520,7 +570,8 @@ def _local_hhmm(ms: int, offset_min: int) -> str:
 class EtaEngine:
     """Arrival windows and late alerts for one partition of technicians (see the module).
 
-    Public API: :meth:`apply` (a batch in log order -> derived events), :meth:`flush` (close
+    Public API: :meth:`apply` (a batch in log order -> derived events; :meth:`apply_columns`
+    with its pings as columns, read only where used), :meth:`flush` (close
     the open step at the end of input), :meth:`snapshot` / :meth:`restore` (the whole state
     as plain JSON-able data, to store with the consumed offsets). One engine serves one
     partition (or any set of partitions, as long as their events reach it in one order). Not
@@ -589,8 +640,9 @@ class EtaEngine:
         self._watermark: int | None = None
         self._step: int | None = None
         self._causes: dict[str, _Cause] = {}
-        self._pings: list[tuple[GpsPinged, Causation, int, str | None]] = []
-        """The open step's in-order pings: (ping, position, sequence number, job en route)."""
+        self._pings: list[tuple[str, int, int, str | None, PingSource, int]] = []
+        """The open step's in-order pings: (technician, time, sequence number, job en route,
+        where to read it, its row there)."""
         self._last_ping: dict[str, int] = {}
         self._out: list[Event] = []
         self._suffixes: dict[tuple[int, int], tuple[int, FloatArray]] = {}
@@ -608,21 +660,74 @@ class EtaEngine:
         closes (see the module docstring), so a batch may return events caused by the
         previous batch's records and the last records' outputs wait for the next batch.
         """
+        rows: list[tuple[Event, Causation]] = []
+        before: list[int] = []
+        tids: list[str] = []
+        times: list[int] = []
+        fixes: list[tuple[GpsPinged, Causation]] = []
+        for item in batch:
+            event = item[0]
+            if type(event) is GpsPinged:
+                tids.append(event.technician_id)
+                times.append(event.time)
+                fixes.append(item)  # type: ignore[arg-type]
+            else:
+                rows.append(item)
+                before.append(len(fixes))
+        return self.apply_columns(rows, PingColumns(tids, times, before, _DecodedPings(fixes)))
+
+    def apply_columns(
+        self, rows: Sequence[tuple[Event, Causation]], pings: PingColumns
+    ) -> list[Event]:
+        """:meth:`apply` with the batch's GPS pings given a column at a time.
+
+        ``rows`` are the batch's other events in log order, ``pings`` its pings in log order
+        and where they fall among ``rows`` (see :class:`PingColumns`); the outputs are those of
+        :meth:`apply` on the merged sequence. A ping is read (``pings.source.ping``) only if
+        the engine uses it: most are not, a van's newest fix of a step standing for the rest.
+        """
         out: list[Event] = []
         self._out = out
         step_ms = round(self.config.step_s * 1000)
         techs_get = self.techs.get
         handlers_get = self._handlers.get
-        pings = self._pings
+        pending = self._pings
         last = self._last_ping
-        ping_type = GpsPinged
         mark = self._watermark
         step = self._step
         seq = self._seq
+        tids, times, before, source = pings.technician_ids, pings.times, pings.before, pings.source
+        n_rows = len(rows)
+        done = 0
         # The per-event work is a few dictionary operations; everything else waits for the
         # step to close and is done for all its pings at once. Counters live in locals and
-        # are written back before anything else can read them.
-        for event, position in batch:
+        # are written back before anything else can read them; the step's ping lists are
+        # emptied in place when it closes, so the locals stay valid.
+        for i in range(n_rows + 1):
+            upto = before[i] if i < n_rows else len(times)
+            for j in range(done, upto):
+                t = times[j]
+                if mark is None or t > mark:
+                    tick = t // step_ms
+                    if tick != step:
+                        if step is not None:
+                            self._watermark = mark
+                            self._seq = seq
+                            self._close_step()
+                        step = self._step = tick
+                    mark = t
+                seq += 1
+                tech = techs_get(tids[j])
+                # Off shift: private, dropped unread. Late: older than a position taken.
+                if tech is None or not tech.on_shift or t <= tech.seen_ms:
+                    continue
+                tech.seen_ms = t
+                last[tech.id] = len(pending)
+                pending.append((tech.id, t, seq, tech.en_route, source, j))
+            done = upto
+            if i == n_rows:
+                break
+            event, position = rows[i]
             t = event.time
             if mark is None or t > mark:
                 tick = t // step_ms
@@ -631,24 +736,13 @@ class EtaEngine:
                         self._watermark = mark
                         self._seq = seq
                         self._close_step()
-                        pings = self._pings
-                        last = self._last_ping
                     step = self._step = tick
                 mark = t
             seq += 1
-            if type(event) is ping_type:
-                tech = techs_get(event.technician_id)
-                # Off shift: private, dropped unread. Late: older than a position taken.
-                if tech is None or not tech.on_shift or t <= tech.seen_ms:
-                    continue
-                tech.seen_ms = t
-                last[tech.id] = len(pings)
-                pings.append((event, position, seq, tech.en_route))
-            else:
-                handler = handlers_get(type(event))
-                if handler is not None:
-                    self._seq = seq
-                    handler(event, position)
+            handler = handlers_get(type(event))
+            if handler is not None:
+                self._seq = seq
+                handler(event, position)
         self._watermark = mark
         self._seq = seq
         return out
@@ -997,8 +1091,16 @@ class EtaEngine:
     # =========================================================================== the step
 
     def _close_step(self) -> None:
-        if self._pings:
-            self._process_pings()
+        # Each technician's newest in-order ping of the step is read (its position, and the
+        # cause of an evaluation); an unreadable one is not used.
+        fixes: dict[str, tuple[Fix, int, int]] = {}
+        for tid, index in sorted(self._last_ping.items(), key=lambda item: item[1]):
+            _tid, time, seq, _job, source, row = self._pings[index]
+            fix = source.ping(row)
+            if fix is not None:
+                fixes[tid] = (fix, time, seq)
+        if fixes:
+            self._process_pings(fixes)
         if self._watermark is not None and self.speeds.due(self._watermark):
             before = self.speeds.tick
             self.speeds.publish(self._watermark)
@@ -1008,21 +1110,20 @@ class EtaEngine:
                 self._forget_old_orders(self._watermark)
         causes = self._causes
         interval = self.config.eval_interval_s * 1000.0
-        for tid, index in self._last_ping.items():
-            ping, position, seq, _job = self._pings[index]
+        for tid, (fix, time, seq) in fixes.items():
             cause = causes.get(tid)
             if cause is not None:
                 # A state change is evaluated anyway, from the newest of its events.
-                if ping.time >= cause.time:
-                    causes[tid] = _Cause(seq, ping.time, position)
+                if time >= cause.time:
+                    causes[tid] = _Cause(seq, time, fix[0])
                 continue
             tech = self.techs[tid]
-            if tech.eval_ms is None or ping.time - tech.eval_ms >= interval:
-                causes[tid] = _Cause(seq, ping.time, position)
+            if tech.eval_ms is None or time - tech.eval_ms >= interval:
+                causes[tid] = _Cause(seq, time, fix[0])
         ordered = sorted(causes.items(), key=lambda item: item[1].seq)
         self._causes = {}
-        self._pings = []
-        self._last_ping = {}
+        self._pings.clear()
+        self._last_ping.clear()
         self._candidate_table = None
         todo = []
         for tid, cause in ordered:
@@ -1045,36 +1146,39 @@ class EtaEngine:
         if len(self._site_nodes) > 100_000:
             self._site_nodes.clear()  # a cache of nearest nodes: bounded, recomputed at will
 
-    def _process_pings(self) -> None:
-        """Geofence arrivals, positions, speed evidence: the step's pings, vectorised."""
-        cfg = self.config
-        pings = self._pings
+    def _process_pings(self, fixes: dict[str, tuple[Fix, int, int]]) -> None:
+        """Geofence arrivals, positions, speed evidence: the step's pings, vectorised.
 
-        # Positions: the newest in-order ping of each technician in the step, except for
-        # those at work on a site (where they are is known; the next leg starts there).
-        last = sorted(self._last_ping.values())
+        ``fixes`` are the newest in-order ping of each technician in the step, in log order.
+        """
+        cfg = self.config
+
+        # Positions: those newest pings, except for technicians at work on a site (where
+        # they are is known; the next leg starts there).
         on_site = ON_SITE
         jobs = self.jobs
-        last = [
-            i
-            for i in last
-            if (tech := self.techs[pings[i][0].technician_id]).current is None
-            or jobs[tech.current].status not in on_site
-            or tech.en_route is not None
-        ]
-        m = len(last)
+        techs_all = self.techs
+        techs: list[Tech] = []
+        evs: list[Fix] = []
+        at: list[int] = []
+        for tid, (fix, time, _seq) in fixes.items():
+            tech = techs_all[tid]
+            if (
+                tech.current is None
+                or jobs[tech.current].status not in on_site
+                or tech.en_route is not None
+            ):
+                techs.append(tech)
+                evs.append(fix)
+                at.append(time)
+        m = len(evs)
         if m == 0:
             return
-        evs = [pings[i][0] for i in last]
-        lat = np.fromiter((e.lat for e in evs), np.float64, m)
-        lon = np.fromiter((e.lon for e in evs), np.float64, m)
-        speed = np.fromiter(
-            (math.nan if e.speed_mps is None else e.speed_mps for e in evs), np.float64, m
-        )
-        heading = np.fromiter(
-            (math.nan if e.heading_deg is None else e.heading_deg for e in evs), np.float64, m
-        )
-        times = np.fromiter((e.time for e in evs), np.int64, m)
+        lat = np.fromiter((e[1] for e in evs), np.float64, m)
+        lon = np.fromiter((e[2] for e in evs), np.float64, m)
+        speed = np.fromiter((math.nan if e[3] is None else e[3] for e in evs), np.float64, m)
+        heading = np.fromiter((math.nan if e[4] is None else e[4] for e in evs), np.float64, m)
+        times = np.asarray(at, dtype=np.int64)
         matched = match(
             self.graph,
             self._bearings,
@@ -1084,7 +1188,6 @@ class EtaEngine:
             speed_mps=speed,
             config=self._match_cfg,
         )
-        techs = [self.techs[e.technician_id] for e in evs]
         self._geofence(techs, matched.x, matched.y)
 
         # Where each van is heading: the job en route, else a free technician's next job;
@@ -1177,17 +1280,22 @@ class EtaEngine:
         near = {techs[j].id: str(techs[j].en_route) for j in sel[gap <= 2 * radius].tolist()}
         if not near:
             return
-        rows = [p for p in self._pings if p[3] is not None and near.get(p[0].technician_id) == p[3]]
-        lat = np.fromiter((p[0].lat for p in rows), np.float64, len(rows))
-        lon = np.fromiter((p[0].lon for p in rows), np.float64, len(rows))
+        rows: list[tuple[Fix, int, str]] = []
+        for tid, time, _seq, wo, source, row in self._pings:
+            if wo is not None and near.get(tid) == wo:
+                fix = source.ping(row)
+                if fix is not None:
+                    rows.append((fix, time, wo))
+        lat = np.fromiter((p[0][1] for p in rows), np.float64, len(rows))
+        lon = np.fromiter((p[0][2] for p in rows), np.float64, len(rows))
         px, py = self.graph.project(lat, lon)
-        sites = np.fromiter((self.jobs[str(p[3])].site_node for p in rows), np.int64, len(rows))
+        sites = np.fromiter((self.jobs[p[2]].site_node for p in rows), np.int64, len(rows))
         inside = np.hypot(px - self._node_x[sites], py - self._node_y[sites]) <= radius
         for r in np.flatnonzero(inside).tolist():
-            ping, position, _seq, wo = rows[r]
-            job = self.jobs[str(wo)]
+            fix, time, wo = rows[r]
+            job = self.jobs[wo]
             if job.arrival_ms is None and job.status == "en_route":
-                self._arrived(job, ping.time, ping.time, position)
+                self._arrived(job, time, time, fix[0])
 
     def _static_from_position(self, tech: Tech, dst: int) -> tuple[float, int]:
         """Free-flow seconds from the matched position to ``dst``, and the node ahead."""
@@ -1765,6 +1873,20 @@ class EtaEngine:
 
     def snapshot(self) -> dict[str, Any]:
         """The engine's whole state as plain JSON-able data (see the module docstring)."""
+        # The open step's pings, read (an unreadable one is left out, as it is when the
+        # step closes: rows after it move up one).
+        pings: list[list[Any]] = []
+        renumber: dict[int, int] = {}
+        for index, (tid, time, seq, job, source, row) in enumerate(self._pings):
+            fix = source.ping(row)
+            if fix is None:
+                continue
+            position, lat, lon, speed, heading = fix
+            renumber[index] = len(pings)
+            pings.append([tid, time, lat, lon, speed, heading, _causation(position), seq, job])
+        last_ping = {
+            tid: renumber[index] for tid, index in self._last_ping.items() if index in renumber
+        }
         return {
             "format": STATE_FORMAT,
             "seq": self._seq,
@@ -1773,21 +1895,8 @@ class EtaEngine:
             "causes": {
                 tid: [c.seq, c.time, _causation(c.causation)] for tid, c in self._causes.items()
             },
-            "pings": [
-                [
-                    ping.technician_id,
-                    ping.time,
-                    ping.lat,
-                    ping.lon,
-                    ping.speed_mps,
-                    ping.heading_deg,
-                    _causation(position),
-                    seq,
-                    job,
-                ]
-                for ping, position, seq, job in self._pings
-            ],
-            "last_ping": dict(self._last_ping),
+            "pings": pings,
+            "last_ping": last_ping,
             "techs": {tid: _to_data(t) for tid, t in self.techs.items()},
             "positions": self.pos.snapshot(),
             "jobs": {wo: _to_data(j) for wo, j in self.jobs.items()},
@@ -1812,21 +1921,11 @@ class EtaEngine:
             tid: _Cause(int(seq), int(time), Causation(*cause))
             for tid, (seq, time, cause) in state["causes"].items()
         }
-        self._pings = []
+        restored: list[Fix] = []
+        source = _Fixes(restored)
         for tid, time, lat, lon, speed, heading, cause, seq, job in state["pings"]:
-            # Only these fields of a pending ping are ever read again.
-            ping = GpsPinged(
-                id=str(cause[0]),
-                source=SOURCE,
-                time=int(time),
-                subject=str(tid),
-                technician_id=str(tid),
-                lat=float(lat),
-                lon=float(lon),
-                speed_mps=speed,
-                heading_deg=heading,
-            )
-            self._pings.append((ping, Causation(*cause), int(seq), job))
+            self._pings.append((str(tid), int(time), int(seq), job, source, len(restored)))
+            restored.append((Causation(*cause), float(lat), float(lon), speed, heading))
         self._last_ping = {k: int(v) for k, v in state["last_ping"].items()}
         for tid, data in state["techs"].items():
             tech = Tech(**data)

@@ -10,7 +10,16 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from eta_engine.engine import _FLOAT_COLUMNS, _INT_COLUMNS, SOURCE, EtaConfig, EtaEngine, Positions
+from eta_engine.engine import (
+    _FLOAT_COLUMNS,
+    _INT_COLUMNS,
+    SOURCE,
+    EtaConfig,
+    EtaEngine,
+    Fix,
+    PingColumns,
+    Positions,
+)
 from eta_engine.roads import RoadGraph
 from events import kinds as k
 from events.base import Causation, DerivedEvent, Event
@@ -99,6 +108,70 @@ def test_snapshot_and_restore_mid_stream(
     out += [encode(e) for e in second.apply(day[cut:])]
     out += [encode(e) for e in second.flush()]
     assert out == outputs
+
+
+class _CountingPings:
+    """A ping source that counts its reads and can refuse some rows (unreadable records)."""
+
+    def __init__(self, items: list[tuple[k.GpsPinged, Causation]], bad: set[int]) -> None:
+        self.items = items
+        self.bad = bad
+        self.read: list[int] = []
+
+    def ping(self, row: int) -> Fix | None:
+        self.read.append(row)
+        if row in self.bad:
+            return None
+        ping, position = self.items[row]
+        return (position, ping.lat, ping.lon, ping.speed_mps, ping.heading_deg)
+
+
+def _columns(stream: Stream, bad: set[int]) -> tuple[Stream, PingColumns, _CountingPings]:
+    rows: Stream = []
+    before: list[int] = []
+    items: list[tuple[k.GpsPinged, Causation]] = []
+    for event, position in stream:
+        if isinstance(event, k.GpsPinged):
+            items.append((event, position))
+        else:
+            rows.append((event, position))
+            before.append(len(items))
+    source = _CountingPings(items, bad)
+    tids = [p.technician_id for p, _ in items]
+    return rows, PingColumns(tids, [p.time for p, _ in items], before, source), source
+
+
+@pytest.mark.parametrize("cut", [0, 391])
+def test_pings_as_columns_give_the_same_outputs_reading_only_some(
+    graph: RoadGraph, day: Stream, outputs: list[bytes], cut: int
+) -> None:
+    engine = EtaEngine(graph)
+    out = [encode(e) for e in engine.apply(day[:cut])]
+    rows, columns, source = _columns(day[cut:], set())
+    out += [encode(e) for e in engine.apply_columns(rows, columns) + engine.flush()]
+    assert out == outputs
+    # On site a van pings every minute, one step: most of those are each step's newest fix.
+    # The drives' faster pings are read only when they are the newest or near the site.
+    n = len(columns.times)
+    assert 0 < len(set(source.read)) < n
+
+
+def test_an_unreadable_ping_is_not_used(graph: RoadGraph, day: Stream) -> None:
+    rows, columns, source = _columns(day, set())
+    clean = EtaEngine(graph)
+    expected = clean.apply_columns(rows, columns) + clean.flush()
+    first_read = source.read[0]
+    bad_id = source.items[first_read][1].id
+
+    def caused_by_it(events: list[Event]) -> int:
+        return sum(isinstance(e, DerivedEvent) and e.causation.id == bad_id for e in events)
+
+    assert caused_by_it(expected) > 0  # read: a fix the engine uses
+    rows, columns, source = _columns(day, {first_read})
+    engine = EtaEngine(graph)
+    out = engine.apply_columns(rows, columns) + engine.flush()
+    assert len(out) > 10  # the day goes on without it
+    assert caused_by_it(out) == 0
 
 
 def test_restore_refuses_an_unknown_format(graph: RoadGraph) -> None:
