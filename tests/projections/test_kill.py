@@ -122,3 +122,53 @@ def test_kill_9_mid_batch_then_restart_equals_a_clean_rebuild(
         after_crash.close()
         rebuilt.close()
         never_crashed.close()
+
+
+def test_a_stage_stopped_while_deferring_its_commit_resumes_where_it_had_read(
+    processed_day: ProcessedDay, tmp_path: Path
+) -> None:
+    """While catching up, the stage folds several windows before it commits; a stage that
+    stops then (nothing flushed since the last commit) restarts at the records it had read,
+    not at the committed offsets (so the pipeline's rounds resume where they stopped), with
+    the tables of a clean rebuild in the end."""
+    from streams.embedded import EmbeddedLog
+    from streams.projection_stage import ProjectionStage
+    from tests.support import run
+
+    path = tmp_path / "stopped.sqlite3"
+    window = 300_000
+
+    async def body() -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        log = EmbeddedLog.open(processed_day.data_dir)
+        first = ProjectionStage(log, lambda: SqliteProjectionStore(path), max_batch=5_000)
+        committed: dict[tuple[str, int], int] = {}
+        for _ in range(200):
+            head = await first.next_time()
+            assert head is not None, "the stage never deferred a commit"
+            await first.step((head // window + 1) * window)
+            assert first.store is not None
+            committed = {tp: o for tp, o in first.store.offsets().items() if o}
+            if committed and committed != {tp: o for tp, o in first.positions.items() if o}:
+                break
+        read = first.positions
+        first.close()  # stopped: what was folded since the last commit is not flushed
+        second = ProjectionStage(log, lambda: SqliteProjectionStore(path), max_batch=5_000)
+        await second.start()
+        resumed = second.positions
+        await second.run_until_idle()
+        second.close()
+        await log.close()
+        assert resumed == read
+        return committed, read
+
+    committed, read = run(body())
+    assert committed != {tp: o for tp, o in read.items() if o}
+    rebuilt = tmp_path / "rebuilt.sqlite3"
+    rebuild(processed_day.data_dir, lambda: SqliteProjectionStore(rebuilt), None)
+    stopped, clean = SqliteProjectionStore(path), SqliteProjectionStore(rebuilt)
+    try:
+        assert tables(stopped) == tables(clean)
+        assert state(stopped) == state(clean)
+    finally:
+        stopped.close()
+        clean.close()
