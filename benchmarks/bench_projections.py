@@ -11,7 +11,10 @@ Run by hand:
    the log holds everything the projection reads (inputs, snapshots, ETAs, alerts).
 2. Timed, "live": the projection stage alone, from an empty store, over the whole log in the
    pipeline's 5-minute event-time windows (what ``fieldstream process`` does while catching
-   up), one transaction per window.
+   up): while records beyond a window are already read ahead, the stage folds several windows
+   and flushes and commits them together (up to 20,000 records, the default batch size, never
+   across a day close), committing only its small "read" mark per window (see
+   streams/projection_stage.py).
 3. Timed, "rebuild": the same from an empty store in large batches (``--batch`` records per
    transaction), the way a rebuild of the projections from the log runs.
 Both report records projected per second (the target is >= 200,000 events/s on the mix,
