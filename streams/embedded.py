@@ -5,7 +5,8 @@ positions. It runs in WAL mode, so:
 
 * an appended batch is one transaction: it is all visible or not at all, and once
   :meth:`EmbeddedLog.append` returns it survives ``kill -9`` of the writer (and, with the
-  default ``synchronous=FULL``, a power cut);
+  default ``synchronous=FULL``, a power cut; an append with ``durable=False`` skips that
+  fsync, and :meth:`EmbeddedLog.sync` later makes every append before it durable with one);
 * readers in other processes see every committed batch and never block the writer;
 * several processes may append; SQLite serialises their transactions (``BEGIN IMMEDIATE``
   takes the write lock before offsets are read, so offsets never collide).
@@ -26,6 +27,7 @@ import numpy as np
 import orjson
 
 from streams.log import (
+    BatchMark,
     Columns,
     Headers,
     Log,
@@ -59,6 +61,16 @@ CREATE TABLE IF NOT EXISTS log_records (
     key BLOB,
     value BLOB NOT NULL,
     headers BLOB
+);
+CREATE TABLE IF NOT EXISTS batch_marks (
+    stage TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    inputs BLOB NOT NULL,
+    PRIMARY KEY (stage, batch)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sync_marks (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    n INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS group_offsets (
     grp TEXT NOT NULL,
@@ -121,13 +133,29 @@ def _unpack_headers(blob: bytes | None) -> Headers:
     return tuple((name, value.encode("latin-1")) for name, value in orjson.loads(blob))
 
 
+MARKS_KEPT = 10_000
+"""Batch marks kept per stage (older ones are deleted as new ones are written): a restart
+needs only those after the stage's last commit."""
+
+
 class EmbeddedLog(Log):
     """The log port on a SQLite file. Use :meth:`open`; one instance per task."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    keeps_marks = True
+
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, synchronous: str = "FULL"
+    ) -> None:
         self._db = connection
         self.path = path
         self._topics: dict[str, tuple[int, int]] = {}
+        self._synchronous = synchronous
+        """The connection's own setting, which every durable append keeps."""
+        self._relaxed = False
+        """Whether the connection is at ``NORMAL`` for appends made with ``durable=False``."""
+        self._unsynced = synchronous == "FULL"
+        """Whether an append may not be durable yet: one since the last sync skipped its
+        fsync, or (when the log is opened) a process before this one did."""
 
     @classmethod
     def open(cls, data_dir: Path | str, *, synchronous: str = "FULL") -> EmbeddedLog:
@@ -148,7 +176,7 @@ class EmbeddedLog(Log):
         db.execute("PRAGMA cache_size=-65536")
         db.executescript(_SCHEMA)
         _migrate(db)
-        return cls(db, path)
+        return cls(db, path, synchronous)
 
     # -- topics --------------------------------------------------------------------------------
 
@@ -195,9 +223,27 @@ class EmbeddedLog(Log):
 
     # -- append --------------------------------------------------------------------------------
 
-    async def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
-        if not records:
+    def _relax(self, relaxed: bool) -> None:
+        """Switch the connection between ``NORMAL`` (no fsync at commit; in WAL mode a
+        transaction is still atomic and survives a crash of the process) and its own
+        setting."""
+        if relaxed != self._relaxed:
+            mode = "NORMAL" if relaxed else self._synchronous
+            self._db.execute(f"PRAGMA synchronous={mode}")
+            self._relaxed = relaxed
+
+    async def append(
+        self,
+        records: Sequence[OutRecord],
+        *,
+        durable: bool = True,
+        mark: BatchMark | None = None,
+    ) -> list[tuple[int, int]]:
+        if not records and mark is None:
             return []
+        if self._synchronous == "FULL":
+            self._relax(not durable)
+            self._unsynced = self._unsynced or not durable
         topic = self._topic
         # Resolve every record's partition before taking the write lock.
         placed: list[tuple[int, int]] = []
@@ -244,11 +290,38 @@ class EmbeddedLog(Log):
                 "UPDATE partitions SET next_offset = ? WHERE topic_id = ? AND partition = ?",
                 [(offset, t, p) for (t, p), offset in next_offset.items()],
             )
+            if mark is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO batch_marks (stage, batch, inputs) VALUES (?, ?, ?)",
+                    (mark.stage, mark.batch, orjson.dumps(mark.inputs)),
+                )
+                db.execute(
+                    "DELETE FROM batch_marks WHERE stage = ? AND batch <= ?",
+                    (mark.stage, mark.batch - MARKS_KEPT),
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return positions
+
+    async def marks(self, stage: str, after: int) -> dict[int, dict[str, tuple[int, int]]]:
+        rows = self._db.execute(
+            "SELECT batch, inputs FROM batch_marks WHERE stage = ? AND batch > ? ORDER BY batch",
+            (stage, after),
+        ).fetchall()
+        return {b: {k: (v[0], v[1]) for k, v in orjson.loads(i).items()} for b, i in rows}
+
+    async def sync(self) -> None:
+        """One small transaction at the log's own ``synchronous`` setting: in WAL mode its
+        commit fsyncs the write-ahead log, and with it every transaction written before."""
+        if not self._unsynced:
+            return
+        self._relax(False)
+        self._db.execute(
+            "INSERT INTO sync_marks (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1"
+        )
+        self._unsynced = False
 
     # -- read ----------------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from aiokafka.protocol.types import (  # type: ignore[import-untyped]
 )
 
 from streams.log import (
+    BatchMark,
     Log,
     OutRecord,
     Record,
@@ -358,12 +359,23 @@ class KafkaLog(Log):
 
     # -- append -----------------------------------------------------------------------------------
 
-    async def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
+    async def sync(self) -> None:
+        """Nothing to wait for: every append returned once the brokers acknowledged it."""
+
+    async def append(
+        self,
+        records: Sequence[OutRecord],
+        *,
+        durable: bool = True,
+        mark: BatchMark | None = None,
+    ) -> list[tuple[int, int]]:
         """Send every record through the idempotent producer and wait for every acknowledgement.
 
         Raises :class:`UnknownTopicError` before sending anything if a topic does not exist, and
         ``ValueError`` if an explicit partition is out of range. The returned offsets are the
-        broker's; records of one partition get increasing offsets in the order given.
+        broker's; records of one partition get increasing offsets in the order given. Every
+        append is as durable as the topic's replication makes it once acknowledged, so
+        ``durable`` changes nothing here; no marks are kept (``mark`` is ignored).
         """
         if not records:
             return []

@@ -65,6 +65,19 @@ class OutRecord:
     partition: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BatchMark:
+    """Which batch of which stage an append holds the outputs of, and the input ranges that
+    batch consumed (``topic/partition`` -> [first, end)). A log that keeps marks
+    (:attr:`Log.keeps_marks`) writes it atomically with the records, so a stage restarted
+    before it committed that batch processes it again exactly as it was cut, without
+    appending its outputs a second time."""
+
+    stage: str
+    batch: int
+    inputs: dict[str, tuple[int, int]]
+
+
 class Record(NamedTuple):
     """A record read back from the log, with its position. (A named tuple: the pipeline makes
     one per record read, and a tuple is several times cheaper to build than a frozen
@@ -152,10 +165,36 @@ class Log(abc.ABC):
     async def topics(self) -> dict[str, int]:
         """Every topic with its partition count."""
 
+    keeps_marks = False
+    """Whether :meth:`append` records its ``mark`` (see :class:`BatchMark`)."""
+
     @abc.abstractmethod
-    async def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
+    async def append(
+        self,
+        records: Sequence[OutRecord],
+        *,
+        durable: bool = True,
+        mark: BatchMark | None = None,
+    ) -> list[tuple[int, int]]:
         """Append a batch (its records may go to several topics) and return, for each record
-        in order, the ``(partition, offset)`` it landed at."""
+        in order, the ``(partition, offset)`` it landed at.
+
+        The records are visible to readers at once. With ``durable=False`` they survive a
+        crash of the process but not necessarily a power cut until the next :meth:`sync`
+        (one sync for many appends, while a backlog is processed); an adapter whose every
+        append is durable anyway (Kafka, once the brokers acknowledged it) ignores it.
+        ``mark`` is recorded in the same transaction where the log keeps marks (then even
+        with no records), and ignored elsewhere."""
+
+    async def marks(self, stage: str, after: int) -> dict[int, dict[str, tuple[int, int]]]:
+        """The marks of ``stage`` numbered above ``after``: batch -> its input ranges (none
+        where the log keeps no marks)."""
+        return {}
+
+    @abc.abstractmethod
+    async def sync(self) -> None:
+        """Make every earlier append durable (see :meth:`append`); at once where every append
+        already is."""
 
     @abc.abstractmethod
     async def read(

@@ -242,6 +242,18 @@ class StateStore(abc.ABC):
         stored = [self._mapper.to_stored_event(f) for f in facts]
         self._events(kind).recorder.insert_events(stored, stage_commit=commit)
 
+    def commit_many(self, batches: Sequence[tuple[str, Sequence[Fact], StageCommit]]) -> None:
+        """Store several batches, of one or several stages, in **one** transaction: each as
+        :meth:`commit` stores it, in the order given (a stage's batches in their order)."""
+        if batches:
+            self._commit_many(
+                [(k, [self._mapper.to_stored_event(f) for f in fs], c) for k, fs, c in batches]
+            )
+
+    @abc.abstractmethod
+    def _commit_many(self, batches: Sequence[tuple[str, list[StoredEvent], StageCommit]]) -> None:
+        """:meth:`commit_many` with the facts already mapped to stored events."""
+
     def facts(self, kind: str, aggregate_id: str) -> list[Fact]:
         """An aggregate's facts in order."""
         out = []
@@ -356,6 +368,13 @@ class SqliteStateStore(StateStore):
     def in_dir(cls, data_dir: Path) -> SqliteStateStore:
         return cls(Path(data_dir) / STATE_FILE)
 
+    def _commit_many(self, batches: Sequence[tuple[str, list[StoredEvent], StageCommit]]) -> None:
+        with self._datastore.transaction(commit=True) as c:
+            for kind, stored, commit in batches:
+                recorder = self._events(kind).recorder
+                assert isinstance(recorder, _SQLiteRecorder)
+                recorder._insert_events(c, stored, stage_commit=commit)
+
     def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._datastore.transaction(commit=False) as c:
             c.execute(self._dialect.sql(statement), params)
@@ -447,6 +466,17 @@ class PostgresStateStore(StateStore):
             recorder.create_table()
             self._stores[kind] = EventStore(self._mapper, recorder)
         self.schema = parts.schema
+
+    def _commit_many(self, batches: Sequence[tuple[str, list[StoredEvent], StageCommit]]) -> None:
+        from eventsourcing.postgres import PostgresAggregateRecorder
+
+        with self._datastore.transaction(commit=True) as curs:
+            for kind, stored, commit in batches:
+                if stored:
+                    recorder = self._events(kind).recorder
+                    assert isinstance(recorder, PostgresAggregateRecorder)
+                    recorder._insert_stored_events(curs, stored)
+                _write_commit(curs, self._dialect, commit)
 
     def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._datastore.transaction(commit=False) as curs:
