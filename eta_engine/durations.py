@@ -153,13 +153,13 @@ class DurationModel:
         self._open: list[tuple[str, bool, float]] = []
         self._censored: dict[str, Sums] = {}
         self._cache: dict[tuple[str, bool, str | None], tuple[float, float]] = {}
-        self._within: dict[tuple[str, bool, str | None], float] = {}
         self._levels: dict[tuple[str, bool], tuple[float, float, float]] = {}
+        self._splits: dict[tuple[str, bool, str | None], tuple[float, float, float]] = {}
 
     def _clear(self) -> None:
         self._cache.clear()
-        self._within.clear()
         self._levels.clear()
+        self._splits.clear()
 
     def _get(self, key: str) -> Sums:
         found = self.sums.get(key)
@@ -248,13 +248,19 @@ class DurationModel:
         around their kind's typical log-duration (``sigma``) and the uncertainty of that level
         itself (``sigma_level``, shrinking as jobs complete); ``params``' sigma is their
         quadratic sum. Jobs of one queue share the level (see :mod:`eta_engine.windows`)."""
-        mu, total = self.params(job_type, visit, technician)
         key = (job_type, visit > 1, technician)
-        within = self._within.get(key)
-        if within is None:
-            _, var, _ = self._type_level(job_type, visit > 1)
-            within = self._within[key] = min(math.sqrt(var), total)
-        return mu, within, math.sqrt(max(total * total - within * within, 0.0))
+        found = self._splits.get(key)
+        if found is not None:
+            return found
+        mu, total = self.params(job_type, visit, technician)
+        _, var, _ = self._type_level(job_type, visit > 1)
+        within = min(math.sqrt(var), total)
+        found = self._splits[key] = (
+            mu,
+            within,
+            math.sqrt(max(total * total - within * within, 0.0)),
+        )
+        return found
 
     def params(self, job_type: str, visit: int, technician: str | None) -> tuple[float, float]:
         """``(mu, sigma)`` of ``log(seconds)`` for the next such job (predictive)."""

@@ -457,8 +457,10 @@ class Job:
     alert: al.AlertState = field(default_factory=al.AlertState)
     alert_window: list[int] | None = None
     """The promised window when the alert was raised (a clear after it moved says so)."""
-    calib: list[list[float]] = field(default_factory=list)
-    """Predictions kept for calibration: ``[time (ms), bucket, lo, mid, hi, c_lo, c_hi]``, the
+    calib: list[tuple[float, float, float, float, float, float, float]] = field(
+        default_factory=list
+    )
+    """Predictions kept for calibration: ``(time (ms), bucket, lo, mid, hi, c_lo, c_hi)``, the
     base quantiles and the calibrated window's ends, in seconds from that time."""
     calib_ms: int | None = None
     changed_ms: int = 0
@@ -548,18 +550,41 @@ class _Stop:
     by ``EtaEngine._price_legs``, for all chains of an evaluation at once)."""
 
 
-def _to_data(obj: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if isinstance(value, al.AlertState):
-            value = value.to_list()
-        elif isinstance(value, list):
-            value = [list(v) if isinstance(v, list) else v for v in value]
-        elif isinstance(value, dict):
-            value = dict(value)
-        out[f.name] = value
-    return out
+def _copier(cls: type) -> Callable[[Any], dict[str, Any]]:
+    """A function giving an instance of the dataclass ``cls`` as plain data: its fields by
+    name in declaration order, containers copied (the copy must not change when the engine
+    goes on; the tuples inside are immutable), the alert state as a list."""
+    kinds: list[tuple[str, int]] = []
+    for f in fields(cls):
+        hint = str(f.type)
+        if "AlertState" in hint:
+            kinds.append((f.name, 3))
+        elif hint.startswith("list"):
+            kinds.append((f.name, 1))
+        elif hint.startswith("dict"):
+            kinds.append((f.name, 2))
+        else:
+            kinds.append((f.name, 0))
+
+    def copy(obj: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, kind in kinds:
+            value = getattr(obj, name)
+            if kind == 0 or value is None:
+                out[name] = value
+            elif kind == 1:
+                out[name] = list(value)
+            elif kind == 2:
+                out[name] = dict(value)
+            else:
+                out[name] = value.to_list()
+        return out
+
+    return copy
+
+
+_tech_data = _copier(Tech)
+_job_data = _copier(Job)
 
 
 def _local_hhmm(ms: int, offset_min: int) -> str:
@@ -1047,12 +1072,17 @@ class EtaEngine:
         """The visit's arrival became known: calibrate on it and end any alert."""
         job.arrival_ms = arrival_ms
         floor = self._calibration_cfg.min_scale_s
-        for made, bucket, lo, mid, hi, c_lo, c_hi in job.calib:
-            if made < arrival_ms:
-                actual = np.array([(arrival_ms - made) / 1000.0])
-                r = residual(actual, np.array([lo]), np.array([mid]), np.array([hi]), floor=floor)
-                self.calibrator.record(int(bucket), float(r[0]))
-                self.calibrator.feedback(int(bucket), actual[0] < c_lo, actual[0] > c_hi)
+        kept = [c for c in job.calib if c[0] < arrival_ms]
+        if kept:
+            # All of the visit's predictions at once (the same elementwise arithmetic).
+            made, bucket, lo, mid, hi, c_lo, c_hi = (np.array(c) for c in zip(*kept, strict=True))
+            actual = (arrival_ms - made) / 1000.0
+            r = residual(actual, lo, mid, hi, floor=floor).tolist()
+            below = (actual < c_lo).tolist()
+            above = (actual > c_hi).tolist()
+            for b, value, low, high in zip(bucket.tolist(), r, below, above, strict=True):
+                self.calibrator.record(int(b), value)
+                self.calibrator.feedback(int(b), low, high)
         job.calib = []
         job.calib_ms = None
         if job.tech is not None:
@@ -1641,7 +1671,7 @@ class EtaEngine:
             ]
             if job.calib_ms is None or now - job.calib_ms >= every_ms:
                 job.calib.append(
-                    [
+                    (
                         float(now),
                         float(bucket_l[r]),
                         lo_l[r],
@@ -1649,7 +1679,7 @@ class EtaEngine:
                         hi_l[r],
                         c_lo_l[r],
                         c_hi_l[r],
-                    ]
+                    )
                 )
                 job.calib_ms = now
                 if len(job.calib) > 64:
@@ -1897,9 +1927,9 @@ class EtaEngine:
             },
             "pings": pings,
             "last_ping": last_ping,
-            "techs": {tid: _to_data(t) for tid, t in self.techs.items()},
+            "techs": {tid: _tech_data(t) for tid, t in self.techs.items()},
             "positions": self.pos.snapshot(),
-            "jobs": {wo: _to_data(j) for wo, j in self.jobs.items()},
+            "jobs": {wo: _job_data(j) for wo, j in self.jobs.items()},
             "required_skills": {k: list(v) for k, v in self.required_skills.items()},
             "type_parts": {k: dict(v) for k, v in self.type_parts.items()},
             "type_jobs": dict(self.type_jobs),
@@ -1937,7 +1967,7 @@ class EtaEngine:
         for wo, data in state["jobs"].items():
             values = dict(data)
             values["alert"] = al.AlertState.from_list(values["alert"])
-            values["calib"] = [list(map(float, c)) for c in values["calib"]]
+            values["calib"] = [tuple(map(float, c)) for c in values["calib"]]
             self.jobs[wo] = Job(**values)
         self.required_skills = {k: list(v) for k, v in state["required_skills"].items()}
         self.type_parts = {k: dict(v) for k, v in state["type_parts"].items()}
