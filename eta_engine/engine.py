@@ -1543,16 +1543,10 @@ class EtaEngine:
         # duration laws looked up once per (law, job kind, technician) in the evaluation.
         laws: dict[tuple[str | None, str, bool, str], tuple[float, float, float]] = {}
         durations, overheads = self.durations, self.overheads
-        at_i: list[int] = []
-        at_k: list[int] = []
-        stop_kinds: list[int] = []
-        travel: list[float] = []
-        free: list[float] = []
-        window_start: list[float] = []
-        mus: list[float] = []
-        sigmas: list[float] = []
-        levels: list[float] = []
-        anchors: list[float] = []
+        # One tuple per stop: (chain, stop, kind, travel, free, window start, mu, sigma,
+        # level, anchor), turned into columns at the end.
+        cells: list[tuple[int, int, int, float, float, float, float, float, float, float]] = []
+        add = cells.append
         prior_ratio: list[float] = []
         start_s: list[float] = []
         for i, ((tech, cause), stops) in enumerate(zip(todo, chains, strict=True)):
@@ -1585,27 +1579,35 @@ class EtaEngine:
                         law = durations.split(job.job_type, job.visit, tid)
                     laws[key] = law
                 mu, sigma, level = law
-                at_i.append(i)
-                at_k.append(k)
-                stop_kinds.append(kind)
-                travel.append(stop.travel_s)
-                free.append(stop.free_s)
-                window_start.append((job.ws - now) / 1000.0)
-                mus.append(mu)
-                sigmas.append(sigma)
-                levels.append(level)
-                anchors.append(stop.anchor_s)
-                if kind == WORKING and -stop.anchor_s > math.exp(mu):
+                anchor = stop.anchor_s
+                add(
+                    (
+                        i,
+                        k,
+                        kind,
+                        stop.travel_s,
+                        stop.free_s,
+                        (job.ws - now) / 1000.0,
+                        mu,
+                        sigma,
+                        level,
+                        anchor,
+                    )
+                )
+                if kind == WORKING and -anchor > math.exp(mu):
                     overrun[i] = True
-        cells = (np.asarray(at_i, dtype=np.int64), np.asarray(at_k, dtype=np.int64))
-        inputs.kind[cells] = stop_kinds
-        inputs.travel_s[cells] = travel
-        inputs.free_s[cells] = free
-        inputs.window_start_s[cells] = window_start
-        inputs.mu[cells] = mus
-        inputs.sigma[cells] = sigmas
-        inputs.sigma_level[cells] = levels
-        inputs.anchor_s[cells] = anchors
+        (at_i, at_k, stop_kinds, travel, free, window_start, mus, sigmas, levels, anchors) = zip(
+            *cells, strict=True
+        )
+        at = (np.asarray(at_i, dtype=np.int64), np.asarray(at_k, dtype=np.int64))
+        inputs.kind[at] = stop_kinds
+        inputs.travel_s[at] = travel
+        inputs.free_s[at] = free
+        inputs.window_start_s[at] = window_start
+        inputs.mu[at] = mus
+        inputs.sigma[at] = sigmas
+        inputs.sigma_level[at] = levels
+        inputs.anchor_s[at] = anchors
         inputs.prior_ratio[:] = prior_ratio
         inputs.start_s[:] = start_s
         evidence = self.speeds.evidence_s(todo[0][1].time)
@@ -1660,6 +1662,8 @@ class EtaEngine:
         bucket_l, p_late_l, today_l = buckets.tolist(), p_late.tolist(), today.tolist()
         overrun_l = overrun.tolist()
         every_ms = cfg.calibration_every_s * 1000
+        raise_at = self._alert_cfg.raise_threshold
+        quiet = raise_at > 0.0  # below it, an alert not raised only ends its streak
         for r, (i, k) in enumerate(zip(ti_list, ki_list, strict=True)):
             tech, cause = todo[i]
             job = chains[i][k].job
@@ -1685,7 +1689,11 @@ class EtaEngine:
                 if len(job.calib) > 64:
                     del job.calib[0]
             self._publish(tech, job, cause, quant, overrun_l[i])
-            self._alert(tech, job, cause, quant, p_late_l[r], today_l[r])
+            alert = job.alert
+            if quiet and not alert.raised and (not today_l[r] or p_late_l[r] < raise_at):
+                alert.streak = 0  # what alerts.step does then, with nothing to announce
+            else:
+                self._alert(tech, job, cause, quant, p_late_l[r], today_l[r])
 
     def _publish(
         self, tech: Tech, job: Job, cause: _Cause, quant: list[int], overrun: bool
@@ -1694,36 +1702,37 @@ class EtaEngine:
         cfg = self.config
         now = cause.time
         reason = job.reason
-        window = [job.ws, job.we]
         if reason is None:
-            if job.pub is None or job.pub_ms is None:
+            pub = job.pub
+            pub_ms = job.pub_ms
+            shown = job.pub_window
+            if pub is None or pub_ms is None:
                 reason = "assigned"
-            elif job.pub_window != window:
+            elif shown is None or shown[0] != job.ws or shown[1] != job.we:
                 reason = "rescheduled"
             else:
-                pub = job.pub
                 horizon = max(quant[1] - now, 0) / 1000.0
                 limit = max(cfg.move_min_s, cfg.move_fraction * horizon) * 1000.0
                 # A window end moves when it shifts by a good part of its own side of the
                 # window as last published, too: far tails jitter by hours as the model learns.
                 end = cfg.move_end_fraction
                 moved = abs(quant[1] - pub[1]) > limit or (
-                    now - job.pub_ms >= cfg.move_end_hold_s * 1000
+                    now - pub_ms >= cfg.move_end_hold_s * 1000
                     and (
                         abs(quant[0] - pub[0]) > max(limit, end * (pub[1] - pub[0]))
                         or abs(quant[2] - pub[2]) > max(limit, end * (pub[2] - pub[1]))
                     )
                 )
                 if moved:
-                    reason = "job_overrun" if overrun and quant[1] > job.pub[1] else "moved"
-                elif now - job.pub_ms >= cfg.publish_interval_s * 1000:
+                    reason = "job_overrun" if overrun and quant[1] > pub[1] else "moved"
+                elif now - pub_ms >= cfg.publish_interval_s * 1000:
                     reason = "interval"
-        if reason is None:
-            return
+                else:
+                    return
         job.reason = None
         job.pub = quant
         job.pub_ms = now
-        job.pub_window = window
+        job.pub_window = [job.ws, job.we]
         self._out.append(
             EtaUpdated(
                 id=f"eta-{cause.causation.id}-{job.id}",
