@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -65,11 +65,12 @@ class Leg:
     profile: FloatArray
     """Free-flow seconds left to ``dst`` at each node of the route (``len(edges) + 1``
     values, decreasing to 0); ``[inf]`` if ``dst`` is unreachable."""
+    static_s: float = field(init=False)
+    """Free-flow seconds of the whole leg (``profile[0]``; read for every queued stop of
+    every evaluation, so kept as a Python float)."""
 
-    @property
-    def static_s(self) -> float:
-        """Free-flow seconds of the whole leg."""
-        return float(self.profile[0])
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "static_s", float(self.profile[0]))
 
 
 def path_suffix(edges: IntArray, edge_time_s: FloatArray) -> FloatArray:
@@ -139,11 +140,11 @@ class FieldStore:
         if found is not None:
             self._static.move_to_end(dst)
             return found
-        field = self._compute_static(dst)
-        self._static[dst] = field
+        computed = self._compute_static(dst)
+        self._static[dst] = computed
         while len(self._static) > self.max_fields:
             self._static.popitem(last=False)
-        return field
+        return computed
 
     def _compute_static(self, dst: int) -> StaticField:
         graph = self.graph
