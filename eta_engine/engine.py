@@ -1409,13 +1409,19 @@ class EtaEngine:
             return max(first - now, 0) / 1000.0
         return math.nan
 
-    def _chain(self, tech: Tech, now: int) -> list[_Stop]:
-        """The technician's stops: the job on hand, then the queue (at most max_stops)."""
+    def _chain(self, tech: Tech, now: int, legged: list[_Stop]) -> list[_Stop]:
+        """The technician's stops: the job on hand, then the queue (at most max_stops).
+
+        Queued stops whose leg is still to be priced are also added to ``legged``.
+        """
         stops: list[_Stop] = []
         origin: int | None = None
-        ping_ms = int(self.pos.ping_ms[tech.slot])
-        from_position = ping_ms >= 0 and self.pos.edge[tech.slot] >= 0
         current = self.jobs.get(tech.current) if tech.current is not None else None
+        from_position = False
+        ping_ms = -1
+        if current is None or current.status == "en_route":
+            ping_ms = int(self.pos.ping_ms[tech.slot])
+            from_position = ping_ms >= 0 and self.pos.edge[tech.slot] >= 0
         if current is not None:
             if current.status == "en_route" and current.arrival_ms is None:
                 if from_position:
@@ -1449,16 +1455,21 @@ class EtaEngine:
             from_position = False
         elif not from_position:
             origin = tech.last_site_node if tech.last_site_node is not None else tech.home_node
+        max_stops = self.config.max_stops
+        jobs = self.jobs
+        leg_of = self.fields.leg
         for wo in tech.queue:
-            if len(stops) >= self.config.max_stops:
+            if len(stops) >= max_stops:
                 break
-            job = self.jobs[wo]
+            job = jobs[wo]
             if from_position:
                 live, free = self._from_position(tech, job.site_node)
                 from_position = False
             elif origin is not None:
-                leg = self.fields.leg(origin, job.site_node)
-                stops.append(_Stop(job, QUEUED, free_s=leg.static_s, leg=leg))
+                leg = leg_of(origin, job.site_node)
+                stop = _Stop(job, QUEUED, 0.0, leg.static_s, 0.0, None, leg)
+                stops.append(stop)
+                legged.append(stop)
                 origin = job.site_node
                 continue
             else:
@@ -1469,8 +1480,8 @@ class EtaEngine:
             origin = job.site_node
         return stops
 
-    def _price_legs(self, chains: list[list[_Stop]]) -> None:
-        """Live seconds of the chains' queued legs at the published factors, in one pass.
+    def _price_legs(self, legged: list[_Stop]) -> None:
+        """Live seconds of queued stops' legs at the published factors, in one pass.
 
         A leg's live time is the sum of its edges' live times; legs already priced at the
         current speed version are taken from ``_leg_live``.
@@ -1481,16 +1492,15 @@ class EtaEngine:
             self._leg_version = version
         known = self._leg_live
         pending: list[_Stop] = []
-        for stops in chains:
-            for stop in stops:
-                leg = stop.leg
-                if leg is None:
-                    continue
-                live = known.get((leg.origin, leg.dst))
-                if live is None:
-                    pending.append(stop)
-                else:
-                    stop.travel_s = live
+        for stop in legged:
+            leg = stop.leg
+            if leg is None:
+                continue
+            live = known.get((leg.origin, leg.dst))
+            if live is None:
+                pending.append(stop)
+            else:
+                stop.travel_s = live
         if pending:
             legs = [stop.leg for stop in pending if stop.leg is not None]
             sizes = np.fromiter((len(leg.edges) for leg in legs), np.int64, len(legs))
@@ -1505,12 +1515,11 @@ class EtaEngine:
                 live = total if math.isfinite(leg.static_s) else math.inf
                 known[(leg.origin, leg.dst)] = live
                 stop.travel_s = live
-        for stops in chains:
-            for stop in stops:
-                if stop.leg is not None:
-                    if not (math.isfinite(stop.travel_s) and math.isfinite(stop.free_s)):
-                        stop.travel_s = stop.free_s = 0.0
-                    stop.leg = None
+        isfinite = math.isfinite
+        for stop in legged:
+            if not (isfinite(stop.travel_s) and isfinite(stop.free_s)):
+                stop.travel_s = stop.free_s = 0.0
+            stop.leg = None
 
     def _open_work(self, now: int) -> list[tuple[str, int, float]]:
         """Jobs under way (work started, not completed) as right-censored durations."""
@@ -1528,8 +1537,9 @@ class EtaEngine:
         now_step = max(cause.time for _, cause in todo)
         if cfg.duration_censoring:
             self.durations.set_open(self._open_work(now_step))
-        chains: list[list[_Stop]] = [self._chain(tech, cause.time) for tech, cause in todo]
-        self._price_legs(chains)
+        legged: list[_Stop] = []
+        chains = [self._chain(tech, cause.time, legged) for tech, cause in todo]
+        self._price_legs(legged)
         width = max((len(c) for c in chains), default=0)
         if width == 0:
             return
