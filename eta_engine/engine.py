@@ -1121,16 +1121,13 @@ class EtaEngine:
     # =========================================================================== the step
 
     def _close_step(self) -> None:
-        # Each technician's newest in-order ping of the step is read (its position, and the
-        # cause of an evaluation); an unreadable one is not used.
-        fixes: dict[str, tuple[Fix, int, int]] = {}
-        for tid, index in sorted(self._last_ping.items(), key=lambda item: item[1]):
-            _tid, time, seq, _job, source, row = self._pings[index]
-            fix = source.ping(row)
-            if fix is not None:
-                fixes[tid] = (fix, time, seq)
-        if fixes:
-            self._process_pings(fixes)
+        # Each technician's newest in-order ping of the step, in log order: read for the
+        # van's position (not on site) and when it causes an evaluation; an unreadable one
+        # is not used.
+        pending = self._pings
+        newest = [pending[index] for index in sorted(self._last_ping.values())]
+        if newest:
+            self._process_pings(newest)
         if self._watermark is not None and self.speeds.due(self._watermark):
             before = self.speeds.tick
             self.speeds.publish(self._watermark)
@@ -1140,16 +1137,18 @@ class EtaEngine:
                 self._forget_old_orders(self._watermark)
         causes = self._causes
         interval = self.config.eval_interval_s * 1000.0
-        for tid, (fix, time, seq) in fixes.items():
+        for tid, time, seq, _job, source, row in newest:
             cause = causes.get(tid)
             if cause is not None:
                 # A state change is evaluated anyway, from the newest of its events.
-                if time >= cause.time:
+                if time >= cause.time and (fix := source.ping(row)) is not None:
                     causes[tid] = _Cause(seq, time, fix[0])
                 continue
             tech = self.techs[tid]
             if tech.eval_ms is None or time - tech.eval_ms >= interval:
-                causes[tid] = _Cause(seq, time, fix[0])
+                fix = source.ping(row)
+                if fix is not None:
+                    causes[tid] = _Cause(seq, time, fix[0])
         ordered = sorted(causes.items(), key=lambda item: item[1].seq)
         self._causes = {}
         self._pings.clear()
@@ -1176,10 +1175,12 @@ class EtaEngine:
         if len(self._site_nodes) > 100_000:
             self._site_nodes.clear()  # a cache of nearest nodes: bounded, recomputed at will
 
-    def _process_pings(self, fixes: dict[str, tuple[Fix, int, int]]) -> None:
+    def _process_pings(
+        self, newest: list[tuple[str, int, int, str | None, PingSource, int]]
+    ) -> None:
         """Geofence arrivals, positions, speed evidence: the step's pings, vectorised.
 
-        ``fixes`` are the newest in-order ping of each technician in the step, in log order.
+        ``newest`` are the newest in-order ping of each technician in the step, in log order.
         """
         cfg = self.config
 
@@ -1191,13 +1192,13 @@ class EtaEngine:
         techs: list[Tech] = []
         evs: list[Fix] = []
         at: list[int] = []
-        for tid, (fix, time, _seq) in fixes.items():
+        for tid, time, _seq, _job, source, row in newest:
             tech = techs_all[tid]
             if (
                 tech.current is None
                 or jobs[tech.current].status not in on_site
                 or tech.en_route is not None
-            ):
+            ) and (fix := source.ping(row)) is not None:
                 techs.append(tech)
                 evs.append(fix)
                 at.append(time)
