@@ -26,6 +26,8 @@ outside a shift are neither stored nor shown.
 from __future__ import annotations
 
 import heapq
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +40,7 @@ from aggregates import technician as tech_agg
 from aggregates import workorder as wo_agg
 from aggregates.decisions import Accept, Ignore, Park, Reject
 from aggregates.facts import fact_of
-from aggregates.technician import Position, Technician
+from aggregates.technician import DEPARTURE_FACTOR, EARTH_RADIUS_M, Position, Technician
 from aggregates.workorder import WorkOrder
 from events import kinds as k
 from events.base import Causation, Event
@@ -55,6 +57,22 @@ DEFAULT_GEOFENCE_M = 75.0
 
 TECHNICIAN_KEYED = frozenset({"TechnicianRegistered", "ShiftStarted", "ShiftEnded"})
 _INTERNAL = frozenset({"fs.by-technician", "fs.geofence"})
+
+
+_VECTOR_MIN = 24
+"""Fixes of one technician between two records from which the geofence filters them with
+arrays (fewer cost less one by one)."""
+
+
+def _haversine_m(
+    lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64], site_lat: float, site_lon: float
+) -> npt.NDArray[np.float64]:
+    """:func:`aggregates.technician.distance_m` from each fix to one site, at once."""
+    p1, p2 = np.radians(lat), math.radians(site_lat)
+    dp, dl = p2 - p1, np.radians(site_lon - lon)
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * math.cos(p2) * np.sin(dl / 2) ** 2
+    out: npt.NDArray[np.float64] = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(1.0, a)))
+    return out
 
 
 def _position(record: Record, event: Event) -> Causation:
@@ -473,14 +491,16 @@ class FleetProcessor(_Base):
             special, tids, code = self._classify(records, events, pings)
         position = 0
         done = 0
+        codes = code.tolist()
+        times = stamps.tolist()
         for i, record in enumerate(records):
             upto = pings.before[i]
             if upto > done:
                 self.stream_time = max(self.stream_time, int(self._newest[upto - 1]))
-                while position < len(special) and special[position] < upto:
-                    j = special[position]
-                    self._special_ping(tids[code[j]], int(stamps[j]), pings, j)
-                    position += 1
+                end = bisect_left(special, upto, position)
+                if end > position:
+                    self._special_run(special[position:end], tids, codes, times, pings)
+                position = end
                 done = upto
                 self._expire()
             event = events[i]
@@ -489,8 +509,8 @@ class FleetProcessor(_Base):
             self._expire()
         if n:
             self.stream_time = max(self.stream_time, int(self._newest[-1]))
-            for j in special[position:]:
-                self._special_ping(tids[code[j]], int(stamps[j]), pings, j)
+            if position < len(special):
+                self._special_run(special[position:], tids, codes, times, pings)
             self._expire()
         if self._pings:
             result.count("pings", self._pings)
@@ -604,25 +624,125 @@ class FleetProcessor(_Base):
         special = np.flatnonzero(fresh & one_by_one[code]).tolist()
         return special, tids, code
 
-    def _special_ping(self, tid: str | None, at: int, pings: Interleaved, j: int) -> None:
-        """One ping of a technician whose shift or geofence state may move in this batch."""
-        assert tid is not None
-        tech = self.technicians.get(tid)
-        if (
-            tech is None
-            or not tech.on_shift
-            or (tech.shift_started_at is not None and at < tech.shift_started_at)
-        ):
-            self._off_shift += 1
-            return
-        self._pings += 1
-        previous = self._latest.get(tid)
-        if previous is None or at >= previous[0]:
-            self._latest[tid] = (at, j)
-        if tid in self._watched:
-            self._geofence(tid, at, pings, j)
+    def _special_run(
+        self,
+        run: list[int],
+        tids: Sequence[str | None],
+        codes: Sequence[int],
+        times: Sequence[int],
+        pings: Interleaved,
+    ) -> None:
+        """The pings ``run`` (batch indices, in order, with no record of the batch between
+        them) of technicians whose shift or geofence state may move in this batch: counted
+        if in shift, each technician's newest kept as its position, and looked at by the
+        geofence if it watches the technician.
 
-    def _geofence(self, tid: str, at: int, pings: Interleaved, i: int) -> None:
+        Between two records only a geofence detection changes a technician, and only that
+        technician, so each technician's pings are taken together: the shift decided once,
+        the newest found at once, and the geofence shown only the pings that
+        :meth:`_geofence_candidates` cannot rule out, in batch order across technicians (the
+        order their detections and dead letters are output in), the rest of a technician's
+        pings checked again after each detection. The same outcome as each ping in turn.
+        """
+        groups: dict[int, list[int]] = {}
+        for j in run:
+            c = codes[j]
+            group = groups.get(c)
+            if group is None:
+                groups[c] = [j]
+            else:
+                group.append(j)
+        queue: list[tuple[int, str, int, list[int], list[int]]] = []
+        """(next candidate, technician, its place among the candidates, the technician's
+        pings, the candidates): a heap, so candidates are looked at in batch order."""
+        for c, group in groups.items():
+            tid = tids[c]
+            assert tid is not None
+            tech = self.technicians.get(tid)
+            if tech is None or not tech.on_shift:
+                self._off_shift += len(group)
+                continue
+            start = tech.shift_started_at
+            js = group if start is None else [j for j in group if times[j] >= start]
+            self._off_shift += len(group) - len(js)
+            if not js:
+                continue
+            self._pings += len(js)
+            at, j = max((times[j], j) for j in js)  # the newest, the last of equal times
+            previous = self._latest.get(tid)
+            if previous is None or at >= previous[0]:
+                self._latest[tid] = (at, j)
+            if tid in self._watched:
+                candidates = self._geofence_candidates(tech, js, times, pings)
+                if candidates:
+                    queue.append((candidates[0], tid, 0, js, candidates))
+        heapq.heapify(queue)
+        while queue:
+            j, tid, k, js, candidates = heapq.heappop(queue)
+            if self._geofence(tid, times[j], pings, j):
+                # A detection changed the technician: its later pings are looked at afresh.
+                later = [i for i in js if i > j]
+                if later and tid in self._watched:
+                    candidates = self._geofence_candidates(
+                        self.technicians[tid], later, times, pings
+                    )
+                    if candidates:
+                        heapq.heappush(queue, (candidates[0], tid, 0, later, candidates))
+            elif k + 1 < len(candidates):
+                heapq.heappush(queue, (candidates[k + 1], tid, k + 1, js, candidates))
+
+    def _geofence_candidates(
+        self, tech: Technician, js: list[int], times: Sequence[int], pings: Interleaved
+    ) -> list[int]:
+        """The pings among ``js`` (in order) that the geofence might detect something at, or
+        cannot read: every other one is a fix that :func:`aggregates.technician.geofence`
+        would answer ``None`` for. Distances are computed for all of them at once, with a
+        margin far above the rounding of the two haversine computations, so that a ping at
+        the very edge of a fence is shown to the exact check rather than ruled out."""
+        if len(js) < _VECTOR_MIN:
+            return js  # too few for arrays to pay: each is looked at as it comes
+        radius = self.geofence_m
+        arrivals = [
+            (job.site_lat, job.site_lon)
+            for job in tech.jobs.values()
+            if job.status == "en_route" and not job.arrival_detected
+        ]
+        left = tech.leaving
+        leaving = left is not None and left.completed_at is not None
+        if not arrivals and not leaving:
+            return []
+        n = len(js)
+        lat = np.empty(n)
+        lon = np.empty(n)
+        accuracy = np.empty(n)
+        unreadable = np.zeros(n, bool)
+        values = pings.values
+        for i, j in enumerate(js):
+            try:
+                data = orjson.loads(values[j])["data"]
+                lat[i] = float(data["lat"])
+                lon[i] = float(data["lon"])
+                a = data.get("accuracy_m")
+                accuracy[i] = np.nan if a is None else float(a)
+            except Exception:  # the exact check says what is wrong (a dead letter)
+                unreadable[i] = True
+                lat[i] = lon[i] = accuracy[i] = np.nan
+        usable = ~(accuracy > radius)  # a fix less accurate than the fence counts for neither
+        maybe = np.zeros(n, bool)
+        slack = 1e-9 * radius + 1e-6
+        for site_lat, site_lon in arrivals:
+            maybe |= _haversine_m(lat, lon, site_lat, site_lon) <= radius + slack
+        if leaving:
+            assert left is not None and left.completed_at is not None
+            after = np.fromiter((times[j] for j in js), np.int64, n) > left.completed_at
+            far = _haversine_m(lat, lon, left.site_lat, left.site_lon)
+            maybe |= after & (far > DEPARTURE_FACTOR * radius - slack)
+        maybe &= usable
+        maybe |= unreadable
+        return [js[i] for i in np.flatnonzero(maybe).tolist()]
+
+    def _geofence(self, tid: str, at: int, pings: Interleaved, i: int) -> bool:
+        """Look at one fix of a watched technician; True when it recorded a detection."""
         result = self._result
         tech = self.technicians[tid]
         try:
@@ -631,10 +751,10 @@ class FleetProcessor(_Base):
             accuracy = data.get("accuracy_m")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             result.dead_letter(pings.record(i), "invalid", f"unreadable ping ({exc})", self.name)
-            return
+            return False
         hit = tech_agg.geofence(tech, at, lat, lon, accuracy, self.geofence_m)
         if hit is None:
-            return
+            return False
         common: dict[str, Any] = {
             "source": "fieldstream/geofence",
             "time": at,
@@ -657,6 +777,7 @@ class FleetProcessor(_Base):
         )
         self._record_for(tid, tech, detected)
         result.count(f"geofence.{hit.kind}")
+        return True
 
     def _handle(self, event: Event, record: Record) -> None:
         tid = record_key(record) if record.topic == BY_TECHNICIAN.name else event.key
