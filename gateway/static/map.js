@@ -29,7 +29,7 @@ state.feed = new Feed("/ws/dispatch", feedParams, {
     state.now = data.now;
     state.timezone = data.timezone;
     hhmm = makeClock(data.timezone);
-    changed();
+    changed(true);
   },
   onDelta(data) {
     for (const key of ["technicians", "positions", "orders", "alerts"]) {
@@ -40,7 +40,8 @@ state.feed = new Feed("/ws/dispatch", feedParams, {
     }
     for (const p of Object.values(data.positions || {})) if (p && p[4] > state.now) state.now = p[4];
     for (const o of Object.values(data.orders || {})) if (o && o.updated > state.now) state.now = o.updated;
-    changed();
+    const lists = ["technicians", "orders", "alerts"].some((key) => Object.keys(data[key] || {}).length);
+    changed(lists);
   },
   onHeartbeat(msg) {
     if (msg.now > state.now) { state.now = msg.now; renderClock(); }
@@ -52,12 +53,16 @@ state.feed = new Feed("/ws/dispatch", feedParams, {
   },
 });
 
-let panelTimer = null;
-function changed() {
+let panelsQueued = false;
+function changed(lists) {
   map.dirty = true;
   renderClock();
-  // Lists are rebuilt at most four times a second, whatever the delta rate.
-  if (!panelTimer) panelTimer = setTimeout(() => { panelTimer = null; renderPanels(); }, 250);
+  // The side lists are rebuilt in the animation frame that redraws the map (at most once a
+  // frame), so the two always show the same state; a delta that only moves vans leaves them.
+  if (lists && !panelsQueued) {
+    panelsQueued = true;
+    requestAnimationFrame(() => { panelsQueued = false; renderPanels(); });
+  }
 }
 
 function renderClock() {

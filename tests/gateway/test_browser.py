@@ -133,6 +133,19 @@ def test_the_map_shows_technicians_on_the_streets_and_windows_update(
         f"o.eta_at !== ({json.dumps(state['etas'])})[o.id]).length"
     )
     _wait(page, changed)
+    # The side list is redrawn in the frame that redraws the map: by the next frame every
+    # technician's row shows the status the map colours them with.
+    mismatched = page.evaluate(
+        "new Promise((done) => requestAnimationFrame(() => {"
+        " const rows = [...document.querySelectorAll('#technicians li.tech')];"
+        " const techs = window.fieldstream.technicians;"
+        " const wrong = rows.filter((li) =>"
+        " !li.classList.contains((techs[li.dataset.id] || {}).status));"
+        " done({rows: rows.length, techs: Object.keys(techs).length,"
+        " wrong: wrong.map((li) => li.dataset.id)});"
+        "}))"
+    )
+    assert mismatched["rows"] == mismatched["techs"] and not mismatched["wrong"], mismatched
     assert page.evaluate("JSON.stringify(window.fieldstream.positions)") != before
     assert page.evaluate("window.fieldstream.feed.stats.deltas") > 0
     page.screenshot(path=str(SCREENSHOTS / "map-later.png"))
