@@ -1541,9 +1541,21 @@ class EtaEngine:
         legged: list[_Stop] = []
         chains = [self._chain(tech, cause.time, legged) for tech, cause in todo]
         self._price_legs(legged)
-        width = max((len(c) for c in chains), default=0)
-        if width == 0:
+        # The cold-start spread is read at the evaluation's first cause.
+        first = todo[0][1].time
+        # Chains with no arrival to report (nothing queued behind the job on hand) publish
+        # nothing and teach nothing: they are left out (each chain's draws are its own, so
+        # the others' results do not change; see simulate_arrivals).
+        kept = [
+            (item, stops)
+            for item, stops in zip(todo, chains, strict=True)
+            if len(stops) > 1 or (stops and stops[0].kind in (QUEUED, EN_ROUTE))
+        ]
+        if not kept:
             return
+        todo = [item for item, _stops in kept]
+        chains = [stops for _item, stops in kept]
+        width = max(len(c) for c in chains)
         n = len(todo)
         inputs = Chains.empty(n, width)
         overrun = np.zeros(n, dtype=bool)
@@ -1621,7 +1633,7 @@ class EtaEngine:
         inputs.anchor_s[at] = anchors
         inputs.prior_ratio[:] = prior_ratio
         inputs.start_s[:] = start_s
-        evidence = self.speeds.evidence_s(todo[0][1].time)
+        evidence = self.speeds.evidence_s(first)
         cold = cfg.cold_evidence_s / (cfg.cold_evidence_s + evidence)
         params = ChainParams(
             setup=self.overheads.params("setup"),
