@@ -14,6 +14,8 @@ event's own time: no clock is read anywhere in aggregates/.
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -80,22 +82,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_DATA_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+_DATA_FIELDS: dict[type[Event], tuple[tuple[str, ...], Callable[[Event], Any]]] = {}
 
 
-def _data_fields(cls: type[Event]) -> tuple[str, ...]:
-    names = _DATA_FIELDS.get(cls)
-    if names is None:
+def _data_fields(cls: type[Event]) -> tuple[tuple[str, ...], Callable[[Event], Any]]:
+    """The data fields' names and a getter of all their values at once."""
+    found = _DATA_FIELDS.get(cls)
+    if found is None:
         names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE)
-        _DATA_FIELDS[cls] = names
-    return names
+        getter = operator.attrgetter(*names) if len(names) > 1 else None
+        if getter is None:
+            found = (names, lambda event: tuple(getattr(event, n) for n in names))
+        else:
+            found = (names, getter)
+        _DATA_FIELDS[cls] = found
+    return found
 
 
 def fact_of(event: Event, aggregate_id: str, version: int, effect: str = APPLIED) -> Fact:
     """Record ``event`` as the ``version``-th fact of aggregate ``aggregate_id``."""
+    names, values = _data_fields(type(event))
     data = {}
-    for name in _data_fields(type(event)):
-        value = getattr(event, name)
+    for name, value in zip(names, values(event), strict=True):
         kind = type(value)
         data[name] = _plain(value) if kind is tuple or kind is Causation else value
     return Fact(

@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from eventsourcing.persistence import Mapper
 
 from aggregates.facts import fact_of
 from streams.state_store import (
+    OrjsonTranscoder,
     ParkedRecord,
     PostgresStateStore,
     SqliteStateStore,
     StageCommit,
     StateStore,
+    stored_fact,
 )
 from tests.events.samples import SAMPLES
 
@@ -71,6 +74,33 @@ class StoreContract:
         finally:
             store.close()
 
+    def test_many_batches_commit_in_one_transaction_or_not_at_all(self) -> None:
+        store = self.make()
+        try:
+            booked, assigned = fact_of(BOOKING, "WO-1", 1), fact_of(ASSIGNED, "WO-1", 2)
+            store.commit_many(
+                [
+                    ("workorder", [booked], StageCommit("a", {("t", 0): 1}, 1, {"t/0": (0, 1)})),
+                    ("technician", [], StageCommit("b", {("u", 0): 3}, 1, {"u/0": (0, 3)})),
+                    ("workorder", [assigned], StageCommit("a", {("t", 0): 2}, 2, {"t/0": (1, 2)})),
+                ]
+            )
+            assert store.facts("workorder", "WO-1") == [booked, assigned]
+            assert store.load_stage("a").offsets == {("t", 0): 2}
+            assert store.load_stage("a").batch == 2
+            assert store.load_stage("b").offsets == {("u", 0): 3}
+            with pytest.raises(Exception):  # noqa: B017 - the database's own integrity error
+                store.commit_many(
+                    [
+                        ("workorder", [], StageCommit("a", {("t", 0): 3}, 3, {})),
+                        ("workorder", [assigned], StageCommit("a", {("t", 0): 4}, 4, {})),
+                    ]
+                )
+            assert store.load_stage("a").offsets == {("t", 0): 2}  # the first rolled back too
+            assert store.load_stage("a").batch == 2
+        finally:
+            store.close()
+
     def test_a_failed_commit_stores_nothing(self) -> None:
         store = self.make()
         try:
@@ -103,3 +133,10 @@ class TestPostgresStateStore(StoreContract):
 
     def make(self) -> StateStore:
         return PostgresStateStore(self.url)
+
+
+def test_facts_are_stored_as_the_library_mapper_stores_them() -> None:
+    mapper: Mapper[str] = Mapper(transcoder=OrjsonTranscoder())
+    for i, event in enumerate(SAMPLES):
+        fact = fact_of(event, f"agg-{i}", i + 1, "backfilled" if i % 2 else "applied")
+        assert stored_fact(fact) == mapper.to_stored_event(fact), event.type
