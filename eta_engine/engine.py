@@ -706,9 +706,10 @@ class EtaEngine:
     ) -> list[Event]:
         """:meth:`apply` with the batch's GPS pings given a column at a time.
 
-        ``rows`` are the batch's other events in log order, ``pings`` its pings in log order
-        and where they fall among ``rows`` (see :class:`PingColumns`); the outputs are those of
-        :meth:`apply` on the merged sequence. A ping is read (``pings.source.ping``) only if
+        ``rows`` are the batch's other events in log order (no ``GpsPinged`` among them: a
+        ping there is ignored), ``pings`` its pings in log order and where they fall among
+        ``rows`` (see :class:`PingColumns`); the outputs are those of :meth:`apply` on the
+        merged sequence. A ping is read (``pings.source.ping``) only if
         the engine uses it: most are not, a van's newest fix of a step standing for the rest.
         """
         out: list[Event] = []
