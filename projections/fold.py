@@ -826,6 +826,7 @@ class Projection(Views):
             if kind == "PartUsed":
                 tid = str(item.data["technician"])
                 self.inputs_by_tech.setdefault(tid, set()).add(item_id)
+                self.part_uses_by_tech.setdefault(tid, set()).add(item_id)
                 for other, n in self.visits_by_tech.get(tid, ()):
                     # the van's stock at a later first visit's arrival changed
                     first = self.orders[other].visits[0] if n == 1 else None

@@ -137,9 +137,9 @@ class Subjects(ProjectionState):
             return None
         start, stock = shift
         left = dict(stock)
-        for item_id in self.inputs_by_tech.get(v.technician, ()):
+        for item_id in self.part_uses_by_tech.get(v.technician, ()):
             item = self.inputs[item_id]
-            if item.kind != "PartUsed" or item.data is None:
+            if item.data is None:
                 continue
             if start <= item.time < v.arrived_at:
                 part = str(item.data["part"])
