@@ -28,6 +28,26 @@ arrival fell below, inside or above it, and the level of that end moves against 
 buffers give the shape of the errors; the levels correct what the buffers are slow to see,
 such as errors that drift during the day. The levels stay within ``adapt_band`` of nominal.
 
+Calibration by the *actual* time to arrival (optional, ``arrival_edges_min``). Coverage
+"H minutes before the arrival" is measured on the windows in force when the arrival was in
+fact H minutes away, a selection on the outcome: a technician still on a job counts there
+at the moments just before the job happened to end. Windows calibrated by predicted horizon
+(or by any state known when they were made) cover the nominal share of arrivals at a fixed
+clock time, and not at a fixed time *before the arrival*: even forecasts from the
+simulator's own laws cover about 0.75 of them 30 minutes ahead (``benchmarks/
+eta_noise_floor.py``). So each prediction's score ``|r|`` is also kept per *arrival bin*:
+its class crossed with the bin of the actual seconds from the prediction to the arrival
+(known once the arrival is). For a bin ``h`` with threshold ``t_h``, the share ``hi - lo``
+of its scores at or below ``t_h`` (the 80 % quantile by default), a new prediction's window
+holds the times ``D`` of bin ``h`` with ``|r(D)| <= t_{h(D)}``: label-conditional conformal
+prediction (Vovk's Mondrian taxonomy on the label; Sadinle, Lei and Wasserman, 2019), with
+the binned label the time to arrival. Arrivals D minutes ahead then fall inside about the
+nominal share of the windows, whatever D. The window is the run of such times around the
+median (the part of the set that touches the median's bin), so one interval. A bin with
+fewer than ``arrival_min_count`` scores yet uses the predicted-horizon window described
+above within that bin. Late-alert probabilities (:meth:`Calibrator.prob_after`) stay with
+the predicted-horizon buffers: they are about a time fixed in advance, the window's end.
+
 Cold start: each bucket starts with ``prior_weight`` pseudo-residuals drawn from what a
 calibrated normal base model would give (evenly spaced quantiles), so the first few real
 residuals nudge rather than jerk the windows; their weight stays fixed, so with ``capacity``
@@ -60,6 +80,9 @@ class CalibrationConfig:
     min_scale_s: float = 30.0
     adapt_rate: float = 0.0
     adapt_band: float = 0.7
+    arrival_edges_min: tuple[float, ...] = ()
+    """Edges of the arrival bins (actual minutes to arrival); empty: no arrival bins."""
+    arrival_min_count: int = 30
 
 
 def residual(
@@ -97,6 +120,14 @@ class Calibrator:
         """Per bucket, the residual quantile levels the window's ends are read at (nominal
         until :meth:`feedback` moves them)."""
         self._tables: list[tuple[FloatArray, FloatArray] | None] = [None] * n_buckets
+        self.n_arrival_bins = len(config.arrival_edges_min) + 1 if config.arrival_edges_min else 0
+        n_arrival = self.n_arrival_bins * config.classes
+        self.scores: list[list[float]] = [[] for _ in range(n_arrival)]
+        """Per arrival bin (class x actual time to arrival), recent scores ``|r|``."""
+        self.score_heads: list[int] = [0] * n_arrival
+        self._thresholds: list[float | None] = [None] * n_arrival
+        edges_s = np.asarray(config.arrival_edges_min, dtype=np.float64) * 60.0
+        self._bin_edges_s = np.concatenate([[-np.inf], edges_s, [np.inf]])
 
     @property
     def n_buckets(self) -> int:
@@ -130,6 +161,56 @@ class Calibrator:
             buffer[self.heads[bucket]] = float(value)
             self.heads[bucket] = (self.heads[bucket] + 1) % self.config.capacity
         self._tables[bucket] = None
+
+    def arrival_bins(
+        self, actual_s: FloatArray, kinds: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """The arrival bin of predictions of class ``kinds`` made ``actual_s`` seconds before
+        the arrival."""
+        edges = np.asarray(self.config.arrival_edges_min, dtype=np.float64)
+        out: npt.NDArray[np.int64] = np.searchsorted(edges, actual_s / 60.0, side="right")
+        return out + kinds * self.n_arrival_bins
+
+    def record_arrival(
+        self,
+        kinds: npt.NDArray[np.int64],
+        actual_s: FloatArray,
+        lo: FloatArray,
+        mid: FloatArray,
+        hi: FloatArray,
+    ) -> None:
+        """Keep the scores of predictions whose arrival came ``actual_s`` seconds after them
+        (nothing without arrival bins)."""
+        if not self.n_arrival_bins or len(actual_s) == 0:
+            return
+        score = np.abs(residual(actual_s, lo, mid, hi, floor=self.config.min_scale_s))
+        cap = self.config.capacity
+        for b, value in zip(
+            self.arrival_bins(actual_s, kinds).tolist(), score.tolist(), strict=True
+        ):
+            if not np.isfinite(value):
+                continue
+            buffer = self.scores[b]
+            if len(buffer) < cap:
+                buffer.append(value)
+            else:
+                buffer[self.score_heads[b]] = value
+                self.score_heads[b] = (self.score_heads[b] + 1) % cap
+            self._thresholds[b] = None
+
+    def threshold(self, arrival_bin: int) -> float:
+        """The arrival bin's score threshold (``nan`` until it holds enough scores)."""
+        cached = self._thresholds[arrival_bin]
+        if cached is not None:
+            return cached
+        buffer = self.scores[arrival_bin]
+        if len(buffer) < self.config.arrival_min_count:
+            value = float("nan")
+        else:
+            lo, _, hi = self.config.levels
+            value = float(np.quantile(np.asarray(buffer, dtype=np.float64), hi - lo))
+        self._thresholds[arrival_bin] = value
+        return value
 
     def feedback(self, bucket: int, below: bool, above: bool) -> None:
         """Whether a calibrated window of ``bucket`` missed its arrival below or above.
@@ -197,8 +278,59 @@ class Calibrator:
         new_lo, new_hi = outer
         # Ordered even if a bucket's residuals are degenerate.
         new_hi = np.maximum(new_hi, new_lo)
+        if self.n_arrival_bins and len(mid):
+            new_lo, new_hi = self._by_arrival(
+                buckets // self.n_horizons, mid, down, up, new_lo, new_hi
+            )
         new_mid = np.clip(mid, new_lo, new_hi)
         return new_lo, new_mid, new_hi
+
+    def _by_arrival(
+        self,
+        kinds: npt.NDArray[np.int64],
+        mid: FloatArray,
+        down: FloatArray,
+        up: FloatArray,
+        fallback_lo: FloatArray,
+        fallback_hi: FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
+        """The window from the arrival bins' thresholds (see the module docstring): in each
+        bin the times with ``|r| <= t_bin`` (the fallback window's where the bin has too few
+        scores), then the run of such pieces that holds the median."""
+        nb = self.n_arrival_bins
+        e = self._bin_edges_s
+        t = np.array([self.threshold(b) for b in range(len(self.scores))]).reshape(-1, nb)
+        thr = t[kinds]  # (n, nb)
+        no_data = np.isnan(thr)
+        thr = np.where(no_data, 0.0, thr)
+        piece_lo = np.where(no_data, fallback_lo[:, None], mid[:, None] - thr * down[:, None])
+        piece_hi = np.where(no_data, fallback_hi[:, None], mid[:, None] + thr * up[:, None])
+        piece_lo = np.maximum(piece_lo, e[None, :-1])
+        piece_hi = np.minimum(piece_hi, e[None, 1:])
+        ok = piece_lo <= piece_hi
+        rows = np.arange(len(mid))
+        home = np.searchsorted(e[1:-1], mid, side="right")
+        lo = np.where(ok[rows, home], piece_lo[rows, home], mid)
+        hi = np.where(ok[rows, home], piece_hi[rows, home], mid)
+        # Down from the median's bin while each piece reaches the bin below.
+        cur = home.copy()
+        going = ok[rows, home] & (lo <= e[home])
+        while going.any():
+            nxt = np.maximum(cur - 1, 0)
+            step = going & (cur > 0) & ok[rows, nxt] & (piece_hi[rows, nxt] >= e[nxt + 1])
+            lo = np.where(step, piece_lo[rows, nxt], lo)
+            going = step & (piece_lo[rows, nxt] <= e[nxt])
+            cur = np.where(step, nxt, cur)
+        # Up likewise.
+        cur = home.copy()
+        going = ok[rows, home] & (hi >= e[home + 1])
+        while going.any():
+            nxt = np.minimum(cur + 1, nb - 1)
+            step = going & (cur < nb - 1) & ok[rows, nxt] & (piece_lo[rows, nxt] <= e[nxt])
+            hi = np.where(step, piece_hi[rows, nxt], hi)
+            going = step & (piece_hi[rows, nxt] >= e[nxt + 1])
+            cur = np.where(step, nxt, cur)
+        return lo, hi
 
     def prob_after(
         self,
@@ -232,6 +364,8 @@ class Calibrator:
             "buffers": [list(b) for b in self.buffers],
             "heads": list(self.heads),
             "adjusted": [list(a) for a in self.adjusted],
+            "scores": [list(b) for b in self.scores],
+            "score_heads": list(self.score_heads),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -239,3 +373,7 @@ class Calibrator:
         self.heads = [int(h) for h in state["heads"]]
         self.adjusted = [[float(lo), float(hi)] for lo, hi in state["adjusted"]]
         self._tables = [None] * len(self.buffers)
+        if "scores" in state and len(state["scores"]) == len(self.scores):
+            self.scores = [[float(v) for v in b] for b in state["scores"]]
+            self.score_heads = [int(h) for h in state["score_heads"]]
+        self._thresholds = [None] * len(self.scores)

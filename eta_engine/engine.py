@@ -233,6 +233,15 @@ class EtaConfig:
     P10 end is read between the 5 % and 15 % residual quantiles): a bounded correction, so a
     run of hits in one direction (a morning when everyone is late) cannot fold a window end
     onto the median."""
+    arrival_edges_min: tuple[float, ...] = tuple(round(2.0 * 1.25**i, 2) for i in range(22))
+    """Edges of the arrival bins (actual minutes to arrival, 2 min to 3.6 h, each 25 % past
+    the last): windows are calibrated so that arrivals that come D minutes later fall inside
+    the nominal share of them, bin by bin (see :mod:`eta_engine.calibration`). Empty: windows
+    calibrated by predicted horizon only. The bins are narrow so that the coverage is even
+    within each (it changes fast with D below half an hour); their number is not tuned."""
+    arrival_min_count: int = 30
+    """Scores an arrival bin needs before its threshold is used (before, the window by
+    predicted horizon stands in that bin)."""
     calibration_every_s: float = 120.0
     """A prediction is kept for calibration at most this often per work order."""
 
@@ -637,6 +646,8 @@ class EtaEngine:
             classes=3,
             adapt_rate=cfg.calibration_adapt_rate,
             adapt_band=cfg.calibration_adapt_band,
+            arrival_edges_min=cfg.arrival_edges_min,
+            arrival_min_count=cfg.arrival_min_count,
         )
         self._z = latin_normals(cfg.max_stops, cfg.samples, cfg.seed)
         self._site_nodes: dict[tuple[float, float], int] = {}
@@ -1084,6 +1095,8 @@ class EtaEngine:
             for b, value, low, high in zip(bucket.tolist(), r, below, above, strict=True):
                 self.calibrator.record(int(b), value)
                 self.calibrator.feedback(int(b), low, high)
+            kinds = bucket.astype(np.int64) // self.calibrator.n_horizons
+            self.calibrator.record_arrival(kinds, actual, lo, mid, hi)
         job.calib = []
         job.calib_ms = None
         if job.tech is not None:

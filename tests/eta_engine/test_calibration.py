@@ -136,3 +136,83 @@ def test_adaptive_levels_survive_a_snapshot() -> None:
     other = Calibrator(CalibrationConfig(adapt_rate=0.02))
     other.restore(orjson.loads(orjson.dumps(cal.snapshot())))
     assert other.adjusted == cal.adjusted
+
+
+def _lognormal_job(rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """A job on hand whose rest is lognormal; the base window is its exact P10/P50/P90, so
+    it is calibrated at the moment of each prediction (what an oracle would say)."""
+    mid = float(rng.uniform(10.0, 90.0)) * 60.0
+    sigma = 0.6
+    lo, hi = mid * np.exp(-1.2816 * sigma), mid * np.exp(1.2816 * sigma)
+    return lo, mid, hi, mid * float(np.exp(sigma * rng.standard_normal()))
+
+
+def _coverage_by_actual(edges: tuple[float, ...], n: int = 6000) -> list[float]:
+    """Coverage of the calibrated windows per 10-minute band of the *actual* time to the
+    arrival (the evaluation's horizons), on the second half of a stream."""
+    rng = np.random.default_rng(3)
+    cal = Calibrator(CalibrationConfig(classes=1, arrival_edges_min=edges))
+    hits: dict[int, list[bool]] = {}
+    kind = np.zeros(1, dtype=np.int64)
+    for i in range(n):
+        lo, mid, hi, actual = _lognormal_job(rng)
+        base = (np.array([lo]), np.array([mid]), np.array([hi]))
+        c_lo, _c_mid, c_hi = cal.calibrate(cal.buckets(base[1]), *base)
+        if i >= n // 2:
+            hits.setdefault(int(actual // 600), []).append(bool(c_lo[0] <= actual <= c_hi[0]))
+        cal.record_arrival(kind, np.array([actual]), *base)
+    return [float(np.mean(v)) for _, v in sorted(hits.items()) if len(v) >= 150]
+
+
+def test_arrival_bins_hold_coverage_at_each_actual_time_to_arrival() -> None:
+    # Windows right at each prediction's moment cover far more than 80 % of the arrivals
+    # that came 40-60 minutes later (and less of those 10-20 minutes later): the horizon
+    # is chosen on the outcome. Calibrated by arrival bins they cover about 80 % of each.
+    edges = tuple(round(2.0 * 1.25**i, 2) for i in range(22))
+    without = _coverage_by_actual(())
+    with_bins = _coverage_by_actual(edges)
+    assert len(without) == len(with_bins) >= 5
+    assert max(abs(c - 0.8) for c in without) > 0.12
+    assert max(abs(c - 0.8) for c in with_bins) < 0.07
+    assert float(np.mean([abs(c - 0.8) for c in with_bins])) < 0.045
+
+
+def test_an_arrival_bin_sets_the_window_from_its_threshold() -> None:
+    cal = Calibrator(CalibrationConfig(classes=2, arrival_edges_min=(10.0, 20.0, 40.0)))
+    kinds = np.ones(1, dtype=np.int64)
+    lo, mid, hi = np.array([1200.0]), np.array([1500.0]), np.array([2100.0])
+    base = cal.calibrate(cal.buckets(mid, kinds), lo, mid, hi)
+    # Class 1's bins of 10-20 and 20-40 min learn scores |r| of 0.5: threshold 0.5.
+    for actual in (1500.0 - 150.0, 1500.0 + 300.0) * 20:  # r = -0.5 and +0.5
+        cal.record_arrival(kinds, np.array([actual]), lo, mid, hi)
+    for actual in (900.0,) * 30:  # 15 min: r = -2, in the 10-20 min bin
+        cal.record_arrival(kinds, np.array([actual]), lo, mid, hi)
+    assert cal.threshold(1 * 4 + 2) == pytest.approx(0.5)
+    assert np.isnan(cal.threshold(0 * 4 + 2))  # class 0 learned nothing
+    c_lo, c_mid, c_hi = cal.calibrate(cal.buckets(mid, kinds), lo, mid, hi)
+    assert c_hi[0] == pytest.approx(1500.0 + 0.5 * 600.0)  # inside the 20-40 min bin
+    assert c_mid[0] == 1500.0
+    # The 10-20 min bin's threshold is 2: it would take 900-1200 s, but that piece does not
+    # touch the median's (1350-1800 s), so the window is the run around the median only.
+    assert cal.threshold(1 * 4 + 1) == pytest.approx(2.0)
+    assert c_lo[0] == pytest.approx(1500.0 - 0.5 * 300.0)
+    # A wider base window reaches down to 1200 s: then the 10-20 min bin's piece joins it
+    # (1500 - 2 * 900 s is below the bin, so all of it: down to 600 s and on).
+    wide = cal.calibrate(cal.buckets(mid, kinds), np.array([600.0]), mid, hi)
+    assert wide[0][0] <= 600.0
+    # Class 0 has no scores: the predicted-horizon window stands.
+    other = cal.calibrate(cal.buckets(mid, np.zeros(1, np.int64)), lo, mid, hi)
+    assert (other[0][0], other[2][0]) == pytest.approx((base[0][0], base[2][0]))
+
+
+def test_arrival_scores_survive_a_snapshot() -> None:
+    cfg = CalibrationConfig(classes=1, arrival_edges_min=(10.0, 30.0), arrival_min_count=2)
+    cal = Calibrator(cfg)
+    kinds = np.zeros(3, dtype=np.int64)
+    cal.record_arrival(
+        kinds, np.array([700.0, 800.0, 2000.0]), *(np.full(3, v) for v in (600.0, 900.0, 1500.0))
+    )
+    other = Calibrator(cfg)
+    other.restore(orjson.loads(orjson.dumps(cal.snapshot())))
+    assert other.scores == cal.scores
+    assert other.threshold(1) == pytest.approx(cal.threshold(1))
