@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from aggregates.facts import Fact
 from events.catalog import DLQ, DLQ_FIELD, DLQ_MESSAGE, DLQ_RULE, DLQ_SOURCE
+from streams.collector import collector_paused
 from streams.log import BatchMark, Columns, Log, OutRecord, Record
 from streams.state_store import ParkedRecord, StageCommit, StageState, StateStore
 
@@ -412,6 +413,13 @@ class Stage:
         return chunks, columns
 
     async def step(self, horizon: int | None = None) -> BatchStats:
+        """Process one batch (possibly empty). Returns what it did (see :meth:`_step`; the
+        cyclic garbage collector is paused meanwhile: see
+        :func:`streams.collector.collector_paused`)."""
+        with collector_paused():
+            return await self._step(horizon)
+
+    async def _step(self, horizon: int | None) -> BatchStats:
         """Process one batch (possibly empty). Returns what it did.
 
         With ``horizon``, the batch is every unread record of every input partition up to the

@@ -35,11 +35,9 @@ projections/fold.py), which saves a sort of every batch.
 
 from __future__ import annotations
 
-import gc
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from events.codec import encode
 from projections.fold import TOPICS, Changes, Projection, RecordLike
 from projections.kpis import DAY_MS, METRIC_NAMES, GroupKey, group_key_text
 from projections.state import Cause, Settings
+from streams.collector import collector_paused
 from streams.config import Config
 from streams.log import Columns, Log, OutRecord, Record
 from streams.pipeline import BatchStats
@@ -88,49 +87,6 @@ def snapshot_event(
 
 def snapshot_record(event: k.KpiSnapshot) -> OutRecord:
     return OutRecord(KPI_TOPIC, encode(event), event.group_key.encode(), event.time)
-
-
-FULL_COLLECTION_EVERY_S = 600.0
-"""Seconds between two full collections of the cyclic garbage collector, at most (see
-:func:`collector_paused`)."""
-
-
-class _Collections:
-    last_full = time.monotonic()
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause CPython's cyclic garbage collector for the duration of one batch, and keep it
-    off the projection state between batches.
-
-    A batch allocates hundreds of thousands of short-lived objects (records, fixes, rows).
-    With the collector on, every 700 of them trigger a collection, and every so often one
-    that traverses the whole projection state, which is large and long-lived: a third of a
-    rebuild's time went there. The fold creates no reference cycles that need collecting
-    promptly (its state is trees of dicts, lists and tuples), so the collector runs once
-    after the batch instead. What survives the batch is then frozen (``gc.freeze``: left
-    out of every later collection), or the collections after the batches still traverse the
-    whole state, which grows with the days kept: on a simulated week of 500 technicians
-    that was a quarter of the projection's time. Once every
-    :data:`FULL_COLLECTION_EVERY_S` everything is unfrozen and collected, so cyclic garbage
-    from other parts of the process (the event loop's, say) does not pile up. Left alone if
-    the caller already disabled the collector.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        now = time.monotonic()
-        if now - _Collections.last_full >= FULL_COLLECTION_EVERY_S:
-            _Collections.last_full = now
-            gc.unfreeze()
-            gc.collect()
-        gc.freeze()
-        gc.enable()
 
 
 def _oldest(batch: Sequence[RecordLike] | Columns) -> int:
