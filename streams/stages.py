@@ -45,7 +45,7 @@ from aggregates.workorder import WorkOrder
 from events import kinds as k
 from events.base import Causation, Event
 from events.catalog import ALERTS, BY_TECHNICIAN, GEOFENCE, WORKORDERS
-from events.codec import Rejection, decode_trusted, encode, validate
+from events.codec import Rejection, decode_trusted, encode, encode_fields, validate
 from streams.log import OutRecord, Record
 from streams.pipeline import Interleaved, StageResult, interleave
 from streams.state_store import ParkedRecord, StageState, StateStore
@@ -333,20 +333,35 @@ class WorkOrderProcessor(_Base):
         result.facts.append(fact)
         result.count("applied")
         job = job_fields(order)
-        snapshot = snapshot_of(
-            order, event, _position(record, event), before_status, before_tech, job
+        technician = job["technician_id"]
+        previous_technician = before_tech if before_tech != technician else None
+        # What encode(snapshot_of(...)) gives, without the event object in between.
+        raw = encode_fields(
+            "WorkOrderStateChanged",
+            id=f"{event.id}/wo",
+            source=SNAPSHOT_SOURCE,
+            time=event.time,
+            subject=order.id,
+            causation=_position(record, event),
+            data={
+                "work_order_id": order.id,
+                "previous_status": before_status,
+                "trigger": event.type,
+                "previous_technician_id": previous_technician,
+                "customer_id": order.customer_id,
+                **job,
+            },
         )
-        raw = encode(snapshot)
         result.outputs.append(OutRecord(WORKORDERS.name, raw, order_id.encode(), event.time))
-        if job == before_job and snapshot.previous_technician_id is None:
+        if job == before_job and previous_technician is None:
             # Nothing a technician's stream carries moved (an invoice, a rating, a contact, a
             # part picked: those that matter to the van reach it as themselves, below).
             result.count("snapshots_not_rekeyed")
         else:
-            for technician in {snapshot.technician_id, snapshot.previous_technician_id} - {None}:
-                assert technician is not None
+            for holder in {technician, previous_technician} - {None}:
+                assert holder is not None
                 result.outputs.append(
-                    OutRecord(BY_TECHNICIAN.name, raw, technician.encode(), event.time)
+                    OutRecord(BY_TECHNICIAN.name, raw, holder.encode(), event.time)
                 )
         if isinstance(event, k.PartPicked | k.PartUsed | k.PartMissing):
             result.outputs.append(
@@ -388,6 +403,9 @@ def job_fields(order: WorkOrder) -> dict[str, Any]:
     }
 
 
+SNAPSHOT_SOURCE = "fieldstream/workorders"
+
+
 def snapshot_of(
     order: WorkOrder,
     trigger: Event,
@@ -403,7 +421,7 @@ def snapshot_of(
     technician = job["technician_id"]
     return k.WorkOrderStateChanged(
         id=f"{trigger.id}/wo",
-        source="fieldstream/workorders",
+        source=SNAPSHOT_SOURCE,
         time=trigger.time,
         subject=order.id,
         causation=cause,
