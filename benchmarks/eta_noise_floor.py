@@ -616,12 +616,7 @@ def engine_pairs(
             issued[event.work_order_id].append(event.time)
     for times in issued.values():
         times.sort()
-    track = Track()
-    for raw in gps_records:
-        ping = decode_trusted(raw)
-        if isinstance(ping, k.GpsPinged):
-            track.add(ping.technician_id, ping.time, ping.lat, ping.lon)
-    track.finish()
+    track = Track.of(gps_records)
     rows = sorted(truth, key=lambda r: (r["work_order_id"], r["visit"]))
     previous: dict[str, int] = {}
     pairs: list[Pair] = []

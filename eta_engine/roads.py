@@ -509,10 +509,11 @@ def _pick(
 def haversine_m(
     lat1: npt.NDArray[np.float64],
     lon1: npt.NDArray[np.float64],
-    lat2: npt.NDArray[np.float64],
-    lon2: npt.NDArray[np.float64],
+    lat2: npt.NDArray[np.float64] | float,
+    lon2: npt.NDArray[np.float64] | float,
 ) -> npt.NDArray[np.float64]:
-    """Great-circle distance in metres between paired points given in degrees."""
+    """Great-circle distance in metres between paired points given in degrees (or from
+    each first point to one second point)."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dp = p2 - p1
     dl = np.radians(lon2) - np.radians(lon1)

@@ -475,25 +475,40 @@ def decode_trusted(raw: bytes) -> Event | Rejection:
 # -- encode --------------------------------------------------------------------------------
 
 
-def to_document(event: Event) -> dict[str, Any]:
-    """The CloudEvents JSON object of an event (what :func:`encode` serialises)."""
-    spec = _SPECS[event.type]
+def _envelope(
+    spec: _Spec,
+    kind: str,
+    id: str,
+    source: str,
+    time: int,
+    subject: str,
+    causation: Causation | None,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """The CloudEvents JSON object around an event's data (times in ``data`` formatted)."""
     doc: dict[str, Any] = {
         "specversion": "1.0",
-        "id": event.id,
-        "source": event.source,
-        "type": event.type,
-        "time": format_time(event.time),
-        "subject": event.subject,
+        "id": id,
+        "source": source,
+        "type": kind,
+        "time": format_time(time),
+        "subject": subject,
         "datacontenttype": "application/json",
         "schemaversion": spec.cls.SCHEMA_VERSION,
     }
     if spec.cls.DERIVED:
-        cause: Causation = getattr(event, "causation")  # noqa: B009 (only on derived events)
-        doc["causationid"] = cause.id
-        doc["causationtopic"] = cause.topic
-        doc["causationpartition"] = cause.partition
-        doc["causationoffset"] = cause.offset
+        assert causation is not None, f"{kind} is derived: it needs its causation"
+        doc["causationid"] = causation.id
+        doc["causationtopic"] = causation.topic
+        doc["causationpartition"] = causation.partition
+        doc["causationoffset"] = causation.offset
+    doc["data"] = data
+    return doc
+
+
+def to_document(event: Event) -> dict[str, Any]:
+    """The CloudEvents JSON object of an event (what :func:`encode` serialises)."""
+    spec = _SPECS[event.type]
     values = spec.values(event)
     if spec.time_positions:
         texts = list(values)
@@ -501,8 +516,11 @@ def to_document(event: Event) -> dict[str, Any]:
             if texts[i] is not None:
                 texts[i] = format_time(texts[i])
         values = tuple(texts)
-    doc["data"] = dict(zip(spec.names, values, strict=True))
-    return doc
+    cause = getattr(event, "causation", None) if spec.cls.DERIVED else None
+    data = dict(zip(spec.names, values, strict=True))
+    return _envelope(
+        spec, event.type, event.id, event.source, event.time, event.subject, cause, data
+    )
 
 
 def encode_fields(
@@ -520,29 +538,12 @@ def encode_fields(
     making the event object first: for the pipeline's hot path, which has the values at
     hand."""
     spec = _SPECS[kind]
-    doc: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": id,
-        "source": source,
-        "type": kind,
-        "time": format_time(time),
-        "subject": subject,
-        "datacontenttype": "application/json",
-        "schemaversion": spec.cls.SCHEMA_VERSION,
-    }
-    if spec.cls.DERIVED:
-        assert causation is not None, f"{kind} is derived: it needs its causation"
-        doc["causationid"] = causation.id
-        doc["causationtopic"] = causation.topic
-        doc["causationpartition"] = causation.partition
-        doc["causationoffset"] = causation.offset
     times = spec.time_fields
     fields: dict[str, Any] = {}
     for name, _convert, required, default in spec.data:
         value = data[name] if required or name in data else default
         fields[name] = format_time(value) if name in times and value is not None else value
-    doc["data"] = fields
-    return orjson.dumps(doc)
+    return orjson.dumps(_envelope(spec, kind, id, source, time, subject, causation, fields))
 
 
 def encode(event: Event) -> bytes:

@@ -122,6 +122,17 @@ class Track:
         i = bisect.bisect_right(times, t) - 1
         return self._points[technician][i] if i >= 0 else None
 
+    @classmethod
+    def of(cls, gps_records: Iterable[bytes]) -> Track:
+        """The track of every GpsPinged among ``gps_records`` (encoded events)."""
+        track = cls()
+        for raw in gps_records:
+            ping = decode_trusted(raw)
+            if isinstance(ping, k.GpsPinged):
+                track.add(ping.technician_id, ping.time, ping.lat, ping.lon)
+        track.finish()
+        return track
+
 
 def score(
     *,
@@ -143,12 +154,7 @@ def score(
             )
     for items in forecasts.values():
         items.sort(key=lambda f: f.issued)
-    track = Track()
-    for raw in gps_records:
-        ping = decode_trusted(raw)
-        if isinstance(ping, k.GpsPinged):
-            track.add(ping.technician_id, ping.time, ping.lat, ping.lon)
-    track.finish()
+    track = Track.of(gps_records)
 
     rows = sorted(truth, key=lambda r: (r["work_order_id"], r["visit"]))
     previous_arrival: dict[str, int] = {}

@@ -26,7 +26,6 @@ outside a shift are neither stored nor shown.
 from __future__ import annotations
 
 import heapq
-import math
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,8 +39,9 @@ from aggregates import technician as tech_agg
 from aggregates import workorder as wo_agg
 from aggregates.decisions import Accept, Ignore, Park, Reject
 from aggregates.facts import fact_of
-from aggregates.technician import DEPARTURE_FACTOR, EARTH_RADIUS_M, Position, Technician
+from aggregates.technician import DEPARTURE_FACTOR, Position, Technician
 from aggregates.workorder import WorkOrder
+from eta_engine.roads import haversine_m
 from events import kinds as k
 from events.base import Causation, Event
 from events.catalog import ALERTS, BY_TECHNICIAN, GEOFENCE, WORKORDERS
@@ -62,17 +62,6 @@ _INTERNAL = frozenset({"fs.by-technician", "fs.geofence"})
 _VECTOR_MIN = 24
 """Fixes of one technician between two records from which the geofence filters them with
 arrays (fewer cost less one by one)."""
-
-
-def _haversine_m(
-    lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64], site_lat: float, site_lon: float
-) -> npt.NDArray[np.float64]:
-    """:func:`aggregates.technician.distance_m` from each fix to one site, at once."""
-    p1, p2 = np.radians(lat), math.radians(site_lat)
-    dp, dl = p2 - p1, np.radians(site_lon - lon)
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * math.cos(p2) * np.sin(dl / 2) ** 2
-    out: npt.NDArray[np.float64] = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(1.0, a)))
-    return out
 
 
 def _position(record: Record, event: Event) -> Causation:
@@ -335,7 +324,7 @@ class WorkOrderProcessor(_Base):
         job = job_fields(order)
         technician = job["technician_id"]
         previous_technician = before_tech if before_tech != technician else None
-        # What encode(snapshot_of(...)) gives, without the event object in between.
+        # The WorkOrderStateChanged, encoded straight from its fields.
         raw = encode_fields(
             "WorkOrderStateChanged",
             id=f"{event.id}/wo",
@@ -404,34 +393,6 @@ def job_fields(order: WorkOrder) -> dict[str, Any]:
 
 
 SNAPSHOT_SOURCE = "fieldstream/workorders"
-
-
-def snapshot_of(
-    order: WorkOrder,
-    trigger: Event,
-    cause: Causation,
-    previous_status: str | None,
-    previous_technician: str | None,
-    job: dict[str, Any] | None = None,
-) -> k.WorkOrderStateChanged:
-    """The ``WorkOrderStateChanged`` after ``trigger`` was applied to ``order`` (``job``:
-    its :func:`job_fields`, when the caller has them already)."""
-    if job is None:
-        job = job_fields(order)
-    technician = job["technician_id"]
-    return k.WorkOrderStateChanged(
-        id=f"{trigger.id}/wo",
-        source=SNAPSHOT_SOURCE,
-        time=trigger.time,
-        subject=order.id,
-        causation=cause,
-        work_order_id=order.id,
-        previous_status=previous_status,
-        trigger=trigger.type,
-        previous_technician_id=previous_technician if previous_technician != technician else None,
-        customer_id=order.customer_id,
-        **job,
-    )
 
 
 # -- the fleet ---------------------------------------------------------------------------------
@@ -749,11 +710,11 @@ class FleetProcessor(_Base):
         maybe = np.zeros(n, bool)
         slack = 1e-9 * radius + 1e-6
         for site_lat, site_lon in arrivals:
-            maybe |= _haversine_m(lat, lon, site_lat, site_lon) <= radius + slack
+            maybe |= haversine_m(lat, lon, site_lat, site_lon) <= radius + slack
         if leaving:
             assert left is not None and left.completed_at is not None
             after = np.fromiter((times[j] for j in js), np.int64, n) > left.completed_at
-            far = _haversine_m(lat, lon, left.site_lat, left.site_lon)
+            far = haversine_m(lat, lon, left.site_lat, left.site_lon)
             maybe |= after & (far > DEPARTURE_FACTOR * radius - slack)
         maybe &= usable
         maybe |= unreadable
