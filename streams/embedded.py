@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streams.checkpointer import Checkpointer
 from streams.log import (
     BatchMark,
     Columns,
@@ -156,6 +157,7 @@ class EmbeddedLog(Log):
         self._unsynced = synchronous == "FULL"
         """Whether an append may not be durable yet: one since the last sync skipped its
         fsync, or (when the log is opened) a process before this one did."""
+        self._checkpointer = Checkpointer(path)
 
     @classmethod
     def open(cls, data_dir: Path | str, *, synchronous: str = "FULL") -> EmbeddedLog:
@@ -174,6 +176,8 @@ class EmbeddedLog(Log):
         db.execute(f"PRAGMA synchronous={synchronous}")
         db.execute("PRAGMA busy_timeout=30000")
         db.execute("PRAGMA cache_size=-65536")
+        # Checkpoints run on a thread of their own (see streams/checkpointer.py).
+        db.execute("PRAGMA wal_autocheckpoint=0")
         db.executescript(_SCHEMA)
         _migrate(db)
         return cls(db, path, synchronous)
@@ -267,12 +271,14 @@ class EmbeddedLog(Log):
                     "SELECT next_offset FROM partitions WHERE topic_id = ? AND partition = ?", tp
                 ).fetchone()[0]
             now = time.time_ns() // 1_000_000
+            size = 0
             rows = []
             positions: list[tuple[int, int]] = []
             for r, tp in zip(records, placed, strict=True):
                 offset = next_offset[tp]
                 next_offset[tp] = offset + 1
                 positions.append((tp[1], offset))
+                size += len(r.value)
                 rows.append(
                     (
                         _pos(tp[0], tp[1], offset),
@@ -303,6 +309,7 @@ class EmbeddedLog(Log):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._checkpointer.wrote(size)
         return positions
 
     async def marks(self, stage: str, after: int) -> dict[int, dict[str, tuple[int, int]]]:
@@ -321,6 +328,7 @@ class EmbeddedLog(Log):
         self._db.execute(
             "INSERT INTO sync_marks (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1"
         )
+        self._checkpointer.wrote()
         self._unsynced = False
 
     # -- read ----------------------------------------------------------------------------------
@@ -403,6 +411,7 @@ class EmbeddedLog(Log):
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._checkpointer.wrote()
 
     async def committed(
         self, group: str, partitions: Sequence[TopicPartition]
@@ -417,4 +426,5 @@ class EmbeddedLog(Log):
         return found
 
     async def close(self) -> None:
+        self._checkpointer.close()
         self._db.close()

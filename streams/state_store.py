@@ -33,6 +33,7 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import get_topic
 
 from aggregates.facts import Fact
+from streams.checkpointer import Checkpointer
 
 STATE_FILE = "state.sqlite3"
 AGGREGATE_KINDS = ("workorder", "technician")
@@ -369,7 +370,13 @@ class _NormalSyncPool(SQLiteConnectionPool):
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
         connection.cursor().execute("PRAGMA synchronous=NORMAL")
+        # The store's Checkpointer copies the WAL back, off the committing thread.
+        connection.cursor().execute("PRAGMA wal_autocheckpoint=0")
         return connection
+
+
+FACT_BYTES = 400
+"""About what a stored fact takes (its state as the library stores it, and its index entry)."""
 
 
 class SqliteStateStore(StateStore):
@@ -388,10 +395,15 @@ class SqliteStateStore(StateStore):
             recorder.create_table()
             self._stores[kind] = EventStore(self._mapper, recorder)
         self._dialect = _SQLiteRecorder.dialect
+        self._checkpointer = Checkpointer(path)
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> SqliteStateStore:
         return cls(Path(data_dir) / STATE_FILE)
+
+    def commit(self, kind: str, facts: Sequence[Fact], commit: StageCommit) -> None:
+        super().commit(kind, facts, commit)
+        self._checkpointer.wrote(FACT_BYTES * len(facts))
 
     def _commit_many(self, batches: Sequence[tuple[str, list[StoredEvent], StageCommit]]) -> None:
         with self._datastore.transaction(commit=True) as c:
@@ -399,6 +411,7 @@ class SqliteStateStore(StateStore):
                 recorder = self._events(kind).recorder
                 assert isinstance(recorder, _SQLiteRecorder)
                 recorder._insert_events(c, stored, stage_commit=commit)
+        self._checkpointer.wrote(sum(len(e.state) for _, stored, _ in batches for e in stored))
 
     def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._datastore.transaction(commit=False) as c:
@@ -406,6 +419,7 @@ class SqliteStateStore(StateStore):
             return [tuple(row) for row in c.fetchall()]
 
     def close(self) -> None:
+        self._checkpointer.close()
         self._datastore.close()
 
 
