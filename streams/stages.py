@@ -221,6 +221,9 @@ class WorkOrderProcessor(_Base):
     def __init__(self, lateness_ms: int = DEFAULT_LATENESS_MS) -> None:
         super().__init__(lateness_ms)
         self.orders: dict[str, WorkOrder] = {}
+        self._jobs: dict[str, dict[str, Any]] = {}
+        """Each order's :func:`job_fields` as its last snapshot carried them (so a change
+        compares against them without computing them again; filled as orders change)."""
         self.registry: dict[str, tuple[str, ...]] = {}
 
     def skills_of(self, technician_id: str) -> tuple[str, ...] | None:
@@ -314,14 +317,14 @@ class WorkOrderProcessor(_Base):
         result = self._result
         before_status = order.status.value if order is not None else None
         before_tech = order.technician_id if order is not None else None
-        before_job = job_fields(order) if order is not None else None
+        before_job = None if order is None else self._jobs.get(order_id) or job_fields(order)
         version = order.version + 1 if order is not None else 1
         fact = fact_of(event, order_id, version, effect)
         order = wo_agg.evolve(order, fact, event)
         self.orders[order_id] = order
         result.facts.append(fact)
         result.count("applied")
-        job = job_fields(order)
+        job = self._jobs[order_id] = job_fields(order)
         technician = job["technician_id"]
         previous_technician = before_tech if before_tech != technician else None
         # The WorkOrderStateChanged, encoded straight from its fields.
