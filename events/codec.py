@@ -311,6 +311,132 @@ _INT = _converter(int)
 _STR = _converter(str)
 
 
+# -- the fast path: a checker generated per event type ------------------------------------
+
+
+_MISSING = object()
+
+
+def _check_lines(hint: Any, bind: Callable[[Any], str], indent: str) -> list[str]:
+    """Source lines that check the value ``v`` against ``hint`` as :func:`_converter`'s
+    function does, leave the converted value in ``v``, and ``return None`` where that function
+    would raise (so the caller falls back to the general validator). ``bind`` names a constant
+    for the generated code."""
+    markers: tuple[Any, ...] = ()
+    if get_origin(hint) is Annotated:
+        hint, *extra = get_args(hint)
+        markers = tuple(extra)
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        inner = Annotated[options[0], *markers] if markers else options[0]
+        body = _check_lines(inner, bind, indent + "    ")
+        return [f"{indent}if v is not None:", *body]
+    bounds = next((m for m in markers if isinstance(m, Range)), None)
+    ranged: list[str] = []
+    if bounds is not None:
+        if bounds.lo is not None:
+            ranged.append(f"{indent}if v < {bind(bounds.lo)}: return None")
+        if bounds.hi is not None:
+            ranged.append(f"{indent}if v > {bind(bounds.hi)}: return None")
+    if any(isinstance(m, TimestampMarker) for m in markers):
+        return [
+            f"{indent}if type(v) is not str: return None",
+            f"{indent}v = parse_time(v)",  # raises ValueError on a bad time: the fallback
+        ]
+    if hint is str:
+        lines = [f"{indent}if type(v) is not str: return None"]
+        if any(isinstance(m, NonEmpty) for m in markers):
+            lines.append(f"{indent}if not v: return None")
+        choices = next((m.choices for m in markers if isinstance(m, OneOf)), None)
+        if choices is not None:
+            lines.append(f"{indent}if v not in {bind(frozenset(choices))}: return None")
+        return lines
+    if hint is bool:
+        return [f"{indent}if type(v) is not bool: return None"]
+    if hint is int:
+        return [f"{indent}if type(v) is not int: return None", *ranged]
+    if hint is float:
+        return [
+            f"{indent}if type(v) is not float and type(v) is not int: return None",
+            f"{indent}v = float(v)",
+            f"{indent}if not isfinite(v): return None",
+            *ranged,
+        ]
+    # Arrays and objects (a few, rare fields): the general converter, whose _Bad is caught
+    # by validate() and sends the record to the general validator.
+    return [f"{indent}v = {bind(_converter(Annotated[hint, *markers] if markers else hint))}(v)"]
+
+
+def _fast_checker(spec: _Spec) -> Callable[[dict[str, Any], int | None, int], Event | None]:
+    """A function of a decoded JSON object that returns the event when the object is a valid
+    event of ``spec``'s type, and None (or raises) when it is not: :func:`_validate`'s checks,
+    in straight-line code made for this type (no converter calls, no values dictionary)."""
+    cls = spec.cls
+    hints = get_type_hints(cls, include_extras=True)
+    constants: dict[str, Any] = {
+        "parse_time": parse_time,
+        "isfinite": math.isfinite,
+        "MISSING": _MISSING,
+        "Causation": Causation,
+        "cls": cls,
+    }
+
+    def bind(value: Any) -> str:
+        name = f"c{len(constants)}"
+        constants[name] = value
+        return name
+
+    lines = [
+        "def check(doc, now_ms, skew):",
+        "    version = doc.get('schemaversion', 1)",
+        f"    if type(version) is not int or not 1 <= version <= {cls.SCHEMA_VERSION}: return None",
+        "    if doc.get('specversion', '1.0') != '1.0': return None",
+    ]
+    arguments = []
+    for name in ("id", "source", "subject"):
+        lines.append(f"    v = doc.get({name!r}, MISSING)")
+        lines.append("    if v is MISSING: return None")
+        lines += _check_lines(hints[name], bind, "    ")
+        lines.append(f"    f_{name} = v")
+        arguments.append(f"{name}=f_{name}")
+    lines += [
+        "    v = doc.get('time', MISSING)",
+        "    if type(v) is not str: return None",
+        "    f_time = parse_time(v)",
+        "    if now_ms is not None and f_time > now_ms + skew: return None",
+    ]
+    arguments.append("time=f_time")
+    if cls.DERIVED:
+        parts = []
+        for attribute, field in CAUSATION_ATTRIBUTES.items():
+            wanted = "str" if field in ("id", "topic") else "int"
+            lines.append(f"    v = doc.get({attribute!r}, MISSING)")
+            lines.append(f"    if type(v) is not {wanted}: return None")
+            lines.append(f"    a_{field} = v")
+            parts.append(f"{field}=a_{field}")
+        arguments.append(f"causation=Causation({', '.join(parts)})")
+    lines += ["    data = doc.get('data')", "    if type(data) is not dict: return None"]
+    for name, _convert, required, default in spec.data:
+        lines.append(f"    v = data.get({name!r}, MISSING)")
+        if required:
+            lines.append("    if v is MISSING: return None")
+            lines += _check_lines(hints[name], bind, "    ")
+        else:
+            lines.append(f"    if v is MISSING: v = {bind(default)}")
+            lines.append("    else:")
+            lines += _check_lines(hints[name], bind, "        ")
+        lines.append(f"    f_{name} = v")
+        arguments.append(f"{name}=f_{name}")
+    lines.append(f"    return cls({', '.join(arguments)})")
+    exec("\n".join(lines), constants)  # our own source, made from the schema above
+    checker: Callable[[dict[str, Any], int | None, int], Event | None] = constants["check"]
+    return checker
+
+
+_FAST = {name: _fast_checker(spec) for name, spec in _SPECS.items()}
+
+
 # -- decode --------------------------------------------------------------------------------
 
 
@@ -329,7 +455,22 @@ def validate(
 
     ``now_ms`` is the ingesting clock (events/ reads no clock itself); when given, an event
     whose ``time`` is more than ``max_future_skew_ms`` after it is refused (rule ``future``).
+
+    A valid event takes the fast path (a checker generated per event type, see
+    :func:`_fast_checker`); anything it does not accept is checked again by the general
+    validator, which says precisely what is wrong.
     """
+    try:
+        if len(raw) <= MAX_EVENT_BYTES:
+            doc = orjson.loads(raw)
+            if type(doc) is dict:
+                kind = doc.get("type")
+                if type(kind) is str and (fast := _FAST.get(kind)) is not None:
+                    event = fast(doc, now_ms, max_future_skew_ms)
+                    if event is not None:
+                        return event
+    except Exception:  # not accepted as it stands: the general validator says why
+        pass
     try:
         return _validate(raw, now_ms, max_future_skew_ms)
     except Exception as exc:  # a guard: no input may crash a stage, whatever it is

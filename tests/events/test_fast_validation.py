@@ -1,0 +1,93 @@
+"""The fast path of validate() (a checker generated per event type) accepts exactly what the
+general validator accepts, with the same event; whatever it does not accept gets the general
+validator's rejection, word for word."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from events import codec
+from events.codec import encode, to_document, validate
+from tests.events.samples import SAMPLES
+
+ODD_VALUES: list[Any] = [
+    None, "", "x", "2026-11-22T08:26:40Z", "2026-11-22T08:26:40", "not a time", 0, -1, 1,
+    7, 10**6, -(10**6), 2**63 - 1, 0.5, -95.5, 95.5, 1e308, -1e308, True, False, [], ["a"], [1],
+    {}, {"a": 1}, {"a": -1}, {"a": "b"},
+]  # fmt: skip
+
+
+def _general(raw: bytes, now_ms: int | None = None) -> Any:
+    try:
+        return codec._validate(raw, now_ms, codec.DEFAULT_MAX_FUTURE_SKEW_MS)
+    except Exception as exc:
+        return codec._reject("invalid", "", f"unreadable event ({type(exc).__name__}: {exc})")
+
+
+def _variants(doc: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
+    """The document with each attribute and data field, in turn, left out or replaced by odd
+    values, and a few random combinations of such changes."""
+    out = []
+    data = doc["data"]
+    for key in list(doc):
+        if key == "data":
+            continue
+        out.append({k: v for k, v in doc.items() if k != key})
+        for odd in ODD_VALUES:
+            out.append({**doc, key: odd})
+    for key in list(data):
+        out.append({**doc, "data": {k: v for k, v in data.items() if k != key}})
+        for odd in ODD_VALUES:
+            out.append({**doc, "data": {**data, key: odd}})
+    for odd in ODD_VALUES:
+        out.append({**doc, "data": odd})
+    for _ in range(200):
+        changed = dict(doc)
+        changed_data = dict(data)
+        for _ in range(rng.randint(1, 3)):
+            target = changed_data if rng.random() < 0.7 and changed_data else changed
+            key = rng.choice(list(target))
+            if rng.random() < 0.2:
+                del target[key]
+            else:
+                target[key] = rng.choice(ODD_VALUES)
+        if "data" in changed:
+            changed["data"] = changed_data
+        out.append(changed)
+    return out
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: e.type)
+def test_fast_and_general_validation_agree(event: Any) -> None:
+    rng = random.Random(event.type)
+    doc = orjson.loads(encode(event))
+    assert validate(encode(event)) == event
+    assert codec._FAST[event.type](doc, None, 0) == event  # the fast path takes valid events
+    checked = 0
+    for variant in _variants(doc, rng):
+        raw = orjson.dumps(variant)
+        for now_ms in (None, event.time, event.time - 10 * 60_000):
+            assert validate(raw, now_ms=now_ms) == _general(raw, now_ms), variant
+            checked += 1
+    assert checked > 500
+
+
+def test_a_checker_is_made_for_every_event_type() -> None:
+    assert set(codec._FAST) == set(codec._SPECS)
+
+
+def test_defaults_and_nulls_take_the_fast_path() -> None:
+    # An optional field left out takes its default; one sent as null is None: both accepted
+    # by the generated checker itself, not by the fallback.
+    for event in SAMPLES:
+        doc = to_document(event)
+        for name, _convert, required, default in codec._SPECS[event.type].data:
+            if required:
+                continue
+            left_out = {**doc, "data": {k: v for k, v in doc["data"].items() if k != name}}
+            fast = codec._FAST[event.type](orjson.loads(orjson.dumps(left_out)), None, 0)
+            assert fast is not None and getattr(fast, name) == default
