@@ -14,11 +14,11 @@ event's own time: no clock is read anywhere in aggregates/.
 from __future__ import annotations
 
 import dataclasses
-import operator
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 from events.base import Causation, Event
 from events.kinds import EVENT_TYPES
@@ -82,30 +82,41 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_DATA_FIELDS: dict[type[Event], tuple[tuple[str, ...], Callable[[Event], Any]]] = {}
+_SCALARS = (str, int, float, bool, dict)
 
 
-def _data_fields(cls: type[Event]) -> tuple[tuple[str, ...], Callable[[Event], Any]]:
-    """The data fields' names and a getter of all their values at once."""
-    found = _DATA_FIELDS.get(cls)
-    if found is None:
-        names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE)
-        getter = operator.attrgetter(*names) if len(names) > 1 else None
-        if getter is None:
-            found = (names, lambda event: tuple(getattr(event, n) for n in names))
-        else:
-            found = (names, getter)
-        _DATA_FIELDS[cls] = found
-    return found
+def _is_plain(hint: Any) -> bool:
+    """Whether a field of this type holds its JSON form already (a string, number, boolean or
+    object, or None), so :func:`_plain` would return it unchanged."""
+    if get_origin(hint) is Annotated:
+        hint = get_args(hint)[0]
+    if get_origin(hint) in (Union, types.UnionType):
+        return all(_is_plain(a) for a in get_args(hint) if a is not type(None))
+    return hint in _SCALARS or get_origin(hint) is dict
+
+
+def _data_maker(cls: type[Event]) -> Callable[[Event], dict[str, Any]]:
+    """A function of an event of ``cls`` that returns its data fields in their JSON form (as
+    ``{name: _plain(value)}`` would), generated as one dictionary display."""
+    hints = get_type_hints(cls, include_extras=True)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE]
+    items = [
+        f"{name!r}: e.{name}" if _is_plain(hints[name]) else f"{name!r}: plain(e.{name})"
+        for name in names
+    ]
+    namespace: dict[str, Any] = {"plain": _plain}
+    exec(f"def data_of(e):\n    return {{{', '.join(items)}}}", namespace)  # our own source
+    maker: Callable[[Event], dict[str, Any]] = namespace["data_of"]
+    return maker
+
+
+_DATA_OF: dict[type[Event], Callable[[Event], dict[str, Any]]] = {
+    cls: _data_maker(cls) for cls in EVENT_TYPES.values()
+}
 
 
 def fact_of(event: Event, aggregate_id: str, version: int, effect: str = APPLIED) -> Fact:
     """Record ``event`` as the ``version``-th fact of aggregate ``aggregate_id``."""
-    names, values = _data_fields(type(event))
-    data = {}
-    for name, value in zip(names, values(event), strict=True):
-        kind = type(value)
-        data[name] = _plain(value) if kind is tuple or kind is Causation else value
     return Fact(
         aggregate_id,
         version,
@@ -114,6 +125,6 @@ def fact_of(event: Event, aggregate_id: str, version: int, effect: str = APPLIED
         event.time,
         event.source,
         event.subject,
-        data,
+        _DATA_OF[type(event)](event),
         effect,
     )
