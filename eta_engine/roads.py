@@ -493,6 +493,42 @@ class RoadGraph:
         field: FloatArray = self.time_fields_to([dst_node], edge_time_s)[0]
         return field
 
+    def times_to(
+        self,
+        dst_node: int,
+        src_nodes: Sequence[int] | npt.ArrayLike,
+        edge_time_s: npt.ArrayLike | None = None,
+        *,
+        limit_s: float = math.inf,
+    ) -> FloatArray:
+        """Fastest time in seconds from each of ``src_nodes`` to ``dst_node``: exactly
+        ``time_field_to(dst_node, edge_time_s)[src_nodes]``, for a few sources.
+
+        ``limit_s`` is a hint, the time the farthest source is expected to be from
+        ``dst_node``: Dijkstra from the destination first settles only the nodes within it,
+        and searches again without a limit if a source was not reached. A bounded search
+        settles each node within the bound from the same sums as the whole search does, so
+        the result does not depend on the hint, only the time it takes.
+        """
+        srcs = np.atleast_1d(np.asarray(src_nodes, dtype=np.int64))
+        self._check_nodes(dst_node, *(int(s) for s in srcs))
+        if edge_time_s is None or edge_time_s is self.edge_time_s:
+            graph = self._free_reverse
+        else:
+            graph = self._reverse_graph(self._times(edge_time_s=edge_time_s))
+        found = np.zeros(len(srcs))
+        for limit in (limit_s, math.inf) if math.isfinite(limit_s) else (math.inf,):
+            field = dijkstra(graph, directed=True, indices=dst_node, limit=limit)
+            found = np.asarray(field, dtype=np.float64)[srcs]
+            if np.isfinite(found).all():
+                break
+        return found
+
+    @cached_property
+    def _free_reverse(self) -> csr_matrix:
+        """The reversed graph's CSR matrix at free-flow times (see :meth:`times_to`)."""
+        return self._reverse_graph(self._times())
+
 
 def _pick(
     edges: IntArray, dist: FloatArray, frac: FloatArray

@@ -51,8 +51,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from aggregates.technician import distance_m
 from eta_engine.roads import RoadGraph
 from events import kinds as k
@@ -175,10 +173,12 @@ def score(
         seconds += row["travel_s"]
     crow_speed = metres / seconds if seconds > 0 else 8.0
 
-    free_time = graph.edge_time_s
-    scores = {h: HorizonScore() for h in horizons_min}
-    by_state = {h: {state: HorizonScore() for state in STATES} for h in horizons_min}
-    field_cache: dict[int, np.ndarray[Any, Any]] = {}
+    # The pairs scored, in order; then the free-flow baseline for all of them at once: the
+    # nearest nodes in one query each, and per destination one Dijkstra search, bounded by
+    # the longest horizon asked of it (see RoadGraph.times_to: the times do not depend on it).
+    pairs: list[tuple[int, str, Forecast, int, int, float]] = []
+    site_at: list[tuple[float, float]] = []
+    position_at: list[tuple[float, float]] = []
     for row in rows:
         wo, arrival = row["work_order_id"], row["arrival_ms"]
         site = sites.get(wo)
@@ -197,19 +197,22 @@ def score(
                 continue
             state = EN_ROUTE if row["en_route_ms"] <= t else NOT_DEPARTED
             crow = distance_m(position[0], position[1], site[0], site[1]) / crow_speed
-            dst, _ = graph.nearest_node(site[0], site[1])
-            if dst not in field_cache:
-                field_cache[dst] = graph.time_field_to(dst, free_time)
-            src, _ = graph.nearest_node(position[0], position[1])
-            free = float(field_cache[dst][src])
-            for s in (scores[h], by_state[h][state]):
-                s.n += 1
-                s.engine_abs_min.append(abs(forecast.p50 - arrival) / MINUTE_MS)
-                s.covered += forecast.p10 <= arrival <= forecast.p90
-                s.widths_min.append((forecast.p90 - forecast.p10) / MINUTE_MS)
-                s.crowflies_abs_min.append(abs(t + crow * 1000 - arrival) / MINUTE_MS)
-                if math.isfinite(free):
-                    s.freeflow_abs_min.append(abs(t + free * 1000 - arrival) / MINUTE_MS)
+            pairs.append((h, state, forecast, arrival, t, crow))
+            site_at.append(site)
+            position_at.append(position)
+    free_s = _free_flow_s(graph, site_at, position_at, [(p[3] - p[4]) / 1000.0 for p in pairs])
+
+    scores = {h: HorizonScore() for h in horizons_min}
+    by_state = {h: {state: HorizonScore() for state in STATES} for h in horizons_min}
+    for (h, state, forecast, arrival, t, crow), free in zip(pairs, free_s, strict=True):
+        for s in (scores[h], by_state[h][state]):
+            s.n += 1
+            s.engine_abs_min.append(abs(forecast.p50 - arrival) / MINUTE_MS)
+            s.covered += forecast.p10 <= arrival <= forecast.p90
+            s.widths_min.append((forecast.p90 - forecast.p10) / MINUTE_MS)
+            s.crowflies_abs_min.append(abs(t + crow * 1000 - arrival) / MINUTE_MS)
+            if math.isfinite(free):
+                s.freeflow_abs_min.append(abs(t + free * 1000 - arrival) / MINUTE_MS)
 
     alerts = _score_alerts(rows, alert_records)
     return {
@@ -221,6 +224,30 @@ def score(
             str(h): {state: by_state[h][state].summary() for state in STATES} for h in horizons_min
         },
     }
+
+
+def _free_flow_s(
+    graph: RoadGraph,
+    sites: Sequence[tuple[float, float]],
+    positions: Sequence[tuple[float, float]],
+    ahead_s: Sequence[float],
+) -> list[float]:
+    """Free-flow seconds on the graph from each position's nearest node to its site's, the
+    search towards each site bounded first by the most time ``ahead_s`` asked of it."""
+    if not sites:
+        return []
+    dst, _ = graph.nearest_nodes([p[0] for p in sites], [p[1] for p in sites])
+    src, _ = graph.nearest_nodes([p[0] for p in positions], [p[1] for p in positions])
+    groups: dict[int, list[int]] = defaultdict(list)
+    for j, node in enumerate(dst.tolist()):
+        groups[node].append(j)
+    out = [math.inf] * len(sites)
+    for node, members in groups.items():
+        limit = 1.5 * max(ahead_s[j] for j in members) + 120.0
+        times = graph.times_to(node, src[members], graph.edge_time_s, limit_s=limit)
+        for j, value in zip(members, times.tolist(), strict=True):
+            out[j] = value
+    return out
 
 
 def _score_alerts(

@@ -8,6 +8,7 @@ way filter shows up here while a deliberate rebuild only needs the ranges moved.
 """
 
 import io
+import math
 import subprocess
 import sys
 import textwrap
@@ -461,3 +462,17 @@ def test_runtime_does_not_need_osmium() -> None:
 def test_load_accepts_a_file_object() -> None:
     graph = RoadGraph.load(io.BytesIO(COMMITTED.read_bytes()))
     assert graph.n_edges > 0
+
+
+def test_times_to_is_the_field_whatever_the_limit(andorra: RoadGraph) -> None:
+    rng = np.random.default_rng(5)
+    for dst in rng.integers(0, andorra.n_nodes, 6).tolist():
+        srcs = rng.integers(0, andorra.n_nodes, 5)
+        field = andorra.time_field_to(dst, andorra.edge_time_s)
+        for limit in (1.0, 60.0, 600.0, math.inf):  # a bound too tight searches again
+            got = andorra.times_to(dst, srcs, andorra.edge_time_s, limit_s=limit)
+            np.testing.assert_array_equal(got, field[srcs])
+        slow = andorra.edge_time_s * 2.0
+        np.testing.assert_array_equal(
+            andorra.times_to(dst, srcs, slow, limit_s=100.0), andorra.time_field_to(dst, slow)[srcs]
+        )
