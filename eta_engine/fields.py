@@ -130,7 +130,17 @@ class FieldStore:
         self._reverse = csr_matrix(
             (self.base_time_s[order], graph.edge_src[order], indptr), shape=(n, n)
         )
-        self._keys: IntArray = graph.edge_src * n + graph.edge_dst
+        # Each node's out-edges are a run of edge indices sorted by head (the graph's edge
+        # order): the first edge of a node's run and the heads of its runs, padded with n, one
+        # row per place in the run, so that the edge to a head is found by counting.
+        first = np.searchsorted(graph.edge_src, np.arange(n + 1))
+        degree = np.diff(first)
+        self._first_out: Int32Array = first[:-1].astype(np.int32)
+        heads = np.full((max(int(degree.max(initial=0)), 1), n), n, dtype=np.int32)
+        for k in range(heads.shape[0]):
+            has = degree > k
+            heads[k, has] = graph.edge_dst[first[:-1][has] + k]
+        self._heads_out: Int32Array = heads
         self._static: OrderedDict[int, StaticField] = OrderedDict()
         self._legs: OrderedDict[tuple[int, int], Leg] = OrderedDict()
 
@@ -151,15 +161,14 @@ class FieldStore:
         if not 0 <= dst < graph.n_nodes:
             raise IndexError(f"node {dst} out of range 0..{graph.n_nodes - 1}")
         dist, pred = dijkstra(self._reverse, directed=True, indices=dst, return_predecessors=True)
-        dist = np.asarray(dist, dtype=np.float64)
-        pred = np.asarray(pred, dtype=np.int64)
-        nodes = np.arange(graph.n_nodes, dtype=np.int64)
-        has_next = pred >= 0
-        wanted = nodes * graph.n_nodes + np.where(has_next, pred, 0)
-        pos = np.minimum(np.searchsorted(self._keys, wanted), len(self._keys) - 1)
-        edge = np.where(has_next & (self._keys[pos] == wanted), pos, -1)
-        seconds = dist.astype(np.float32)
-        next_edge = edge.astype(np.int32)
+        # pred[v] is the next hop from v: the edge v -> pred[v] is v's out-edge at the place
+        # of pred[v] among its heads (they are sorted), i.e. after those smaller than it.
+        heads = self._heads_out
+        place = (heads[0] < pred).astype(np.int32)
+        for k in range(1, len(heads)):
+            place += heads[k] < pred
+        next_edge = np.where(pred >= 0, self._first_out + place, -1).astype(np.int32)
+        seconds = np.asarray(dist, dtype=np.float64).astype(np.float32)
         seconds.setflags(write=False)
         next_edge.setflags(write=False)
         return StaticField(dst, seconds, next_edge)
