@@ -269,10 +269,11 @@ class Calibrator:
         up = np.maximum(hi - mid, floor)
         down = np.maximum(mid - lo, floor)
         outer = []
+        used = np.unique(buckets).tolist()  # the quantiles of the buckets asked for only
         for end in (0, 1):
-            r = np.array(
-                [self.residual_quantile(b, self.adjusted[b][end]) for b in range(self.n_buckets)]
-            )
+            r = np.zeros(self.n_buckets)
+            for b in used:
+                r[b] = self.residual_quantile(b, self.adjusted[b][end])
             rb = r[buckets]
             outer.append(mid + np.where(rb >= 0, rb * up, rb * down))
         new_lo, new_hi = outer
