@@ -194,6 +194,48 @@ def test_a_bad_row_is_named_by_line_and_column(
     assert raw.bad[0] == bad
 
 
+def _fields(raw: tr.RawTraces) -> tuple[Any, ...]:
+    return (
+        raw.trip,
+        raw.vehicle,
+        raw.time_ms.tolist(),
+        raw.lat.tolist(),
+        raw.lon.tolist(),
+        raw.line.tolist(),
+        raw.rows,
+        raw.bad,
+    )
+
+
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_a_plain_file_reads_as_the_csv_reader_reads_it(skip_bad: bool) -> None:
+    # Plain (one row per line, as wide as the header): cut by splitting. With a carriage
+    # return, a blank line or a short row the csv reader reads it: the same rows come out.
+    rows = [
+        [f" t{i % 3}", f"v{i % 2} ", f"{T0 + i}.25", f" {42.5 + i / 1e4}", "1.5", "x"]
+        for i in range(12)
+    ]
+    rows[4][3] = "abc" if skip_bad else rows[4][3]
+    header = [*TRACE_COLUMNS, "note"]
+    plain = csv_text(rows, header)
+    for other in (
+        plain.replace("\n", "\r\n"),
+        plain + "\n",
+        plain.replace(",x\n", "\n", 1).replace("trip_id", "TRIP_ID"),
+        plain[:-1],
+    ):
+        if skip_bad:
+            assert _fields(tr.parse_traces(plain, skip_bad=True)) == _fields(
+                tr.parse_traces(other, skip_bad=True)
+            )
+        else:
+            assert _fields(tr.parse_traces(plain)) == _fields(tr.parse_traces(other))
+    if skip_bad:
+        with pytest.raises(tr.TraceError, match=r"^line 6, column 'lat': 'abc' is not a number"):
+            tr.parse_traces(plain)
+    assert tr.parse_traces(csv_text([], header)).rows == 0
+
+
 def test_the_header_must_name_every_column() -> None:
     with pytest.raises(tr.TraceError, match=r"line 1, column 'lon': the header has no column"):
         tr.parse_traces("trip_id,vehicle_id,unix_time,lat\nt,v,1,2\n")
