@@ -248,11 +248,11 @@ class EmbeddedLog(Log):
         if self._synchronous == "FULL":
             self._relax(not durable)
             self._unsynced = self._unsynced or not durable
-        topic = self._topic
+        topics = {name: self._topic(name) for name in {r.topic for r in records}}
         # Resolve every record's partition before taking the write lock.
         placed: list[tuple[int, int]] = []
         for r in records:
-            topic_id, count = topic(r.topic)
+            topic_id, count = topics[r.topic]
             if r.partition is not None:
                 if not 0 <= r.partition < count:
                     raise ValueError(f"{r.topic} has no partition {r.partition}")
@@ -274,18 +274,19 @@ class EmbeddedLog(Log):
             size = 0
             rows = []
             positions: list[tuple[int, int]] = []
-            for r, tp in zip(records, placed, strict=True):
+            shift = _OFFSET_BITS + _PARTITION_BITS
+            for (_t, value, key, stamp, headers, _p), tp in zip(records, placed, strict=True):
                 offset = next_offset[tp]
                 next_offset[tp] = offset + 1
                 positions.append((tp[1], offset))
-                size += len(r.value)
+                size += len(value)
                 rows.append(
                     (
-                        _pos(tp[0], tp[1], offset),
-                        now if r.timestamp_ms is None else r.timestamp_ms,
-                        r.key,
-                        r.value,
-                        _pack_headers(r.headers),
+                        (tp[0] << shift) | (tp[1] << _OFFSET_BITS) | offset,  # _pos, inlined
+                        now if stamp is None else stamp,
+                        key,
+                        value,
+                        _pack_headers(headers) if headers else None,
                     )
                 )
             db.executemany(

@@ -51,11 +51,11 @@ class TopicSpec:
     retention_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OutRecord:
+class OutRecord(NamedTuple):
     """A record to append. ``partition=None`` lets the key choose (murmur2, like Kafka);
     a keyless record with no partition goes to partition 0. ``timestamp_ms=None`` stamps the
-    record with the time of the append (Kafka's producer does the same)."""
+    record with the time of the append (Kafka's producer does the same). A named tuple: made
+    once per output record, it costs a third of a frozen dataclass."""
 
     topic: str
     value: bytes
