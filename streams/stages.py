@@ -60,6 +60,10 @@ _INTERNAL = frozenset({"fs.by-technician", "fs.geofence"})
 
 
 _VECTOR_MIN = 24
+
+_BATCH_FENCE = True
+"""Whether the fleet stage rules out, once per batch and with arrays, the fixes of watched
+technicians that cannot hit a fence (see :meth:`FleetProcessor._fence_prefilter`)."""
 """Fixes of one technician between two records from which the geofence filters them with
 arrays (fewer cost less one by one)."""
 
@@ -363,6 +367,18 @@ class WorkOrderProcessor(_Base):
             )
 
 
+def _fences_of(tech: Technician) -> tuple[list[tuple[float, float]], Any]:
+    """A technician's fences as they stand: the sites it is on its way to and not yet
+    detected at, and the visit it is leaving (None unless completed)."""
+    arrivals = [
+        (job.site_lat, job.site_lon)
+        for job in tech.jobs.values()
+        if job.status == "en_route" and not job.arrival_detected
+    ]
+    left = tech.leaving
+    return arrivals, left if left is not None and left.completed_at is not None else None
+
+
 def job_fields(order: WorkOrder) -> dict[str, Any]:
     """The part of a work order's snapshot that the technician's stream (the fleet and ETA
     stages) uses: who holds it, where, when, and how far the current visit has got."""
@@ -422,6 +438,8 @@ class FleetProcessor(_Base):
         self._off_shift = 0
         self._latest: dict[str, tuple[int, int]] = {}
         self._newest: npt.NDArray[np.int64] = np.zeros(0, np.int64)
+        self._fence_versions: dict[str, int] = {}
+        self._fence_candidates: set[int] = set()
 
     def restore(self, store: StateStore, state: StageState) -> None:
         for fact in store.all_facts(self.aggregate_kind):
@@ -474,6 +492,7 @@ class FleetProcessor(_Base):
         position = 0
         done = 0
         codes = code.tolist()
+        self._fence_prefilter(special, tids, codes, pings)
         times = stamps.tolist()
         for i, record in enumerate(records):
             upto = pings.before[i]
@@ -673,26 +692,59 @@ class FleetProcessor(_Base):
             elif k + 1 < len(candidates):
                 heapq.heappush(queue, (candidates[k + 1], tid, k + 1, js, candidates))
 
-    def _geofence_candidates(
-        self, tech: Technician, js: list[int], times: Sequence[int], pings: Interleaved
-    ) -> list[int]:
-        """The pings among ``js`` (in order) that the geofence might detect something at, or
-        cannot read: every other one is a fix that :func:`aggregates.technician.geofence`
-        would answer ``None`` for. Distances are computed for all of them at once, with a
-        margin far above the rounding of the two haversine computations, so that a ping at
-        the very edge of a fence is shown to the exact check rather than ruled out."""
-        if len(js) < _VECTOR_MIN:
-            return js  # too few for arrays to pay: each is looked at as it comes
+    def _fence_prefilter(
+        self, special: list[int], tids: Sequence[str | None], codes: list[int], pings: Interleaved
+    ) -> None:
+        """Rule out, for the whole batch at once, the fixes of the technicians the geofence
+        watches now that cannot hit a fence as each technician's fences stand now: one pass
+        of arrays over all of them, where :meth:`_geofence_candidates` would otherwise look
+        at a few fixes at a time (the runs between two of the batch's records are short
+        when many technicians share a batch). A technician whose fences change in the batch
+        (a record, a detection: its version moves) is looked at afresh from there."""
+        self._fence_versions = {}
+        self._fence_candidates = set()
+        if not _BATCH_FENCE or not special or not self._watched:
+            return
+        fences: dict[int, tuple[str, int, list[tuple[float, float]], Any]] = {}
+        for c, tid in enumerate(tids):
+            if tid is None or tid not in self._watched:
+                continue
+            tech = self.technicians.get(tid)
+            if tech is None:
+                continue
+            fences[c] = (tid, tech.version, *_fences_of(tech))
+        if not fences:
+            return
+        js = [j for j in special if codes[j] in fences]
+        if not js:
+            return
+        per_ping = [fences[codes[j]] for j in js]
+        times = pings.timestamps
+        maybe = self._maybe_hits(
+            js,
+            [f[2] for f in per_ping],
+            [f[3] for f in per_ping],
+            np.fromiter((int(times[j]) for j in js), np.int64, len(js)),
+            pings,
+        )
+        self._fence_versions = {tid: version for tid, version, _, _ in fences.values()}
+        self._fence_candidates = {js[i] for i in np.flatnonzero(maybe).tolist()}
+
+    def _maybe_hits(
+        self,
+        js: list[int],
+        arrivals: Sequence[list[tuple[float, float]]],
+        leaving: Sequence[Any],
+        stamps: npt.NDArray[np.int64],
+        pings: Interleaved,
+    ) -> npt.NDArray[np.bool_]:
+        """For each ping ``js[i]`` (fences ``arrivals[i]`` and ``leaving[i]``, the visit left
+        or None, stamped ``stamps[i]``): whether the geofence might detect something at it, or
+        cannot read it. Every other one is a fix :func:`aggregates.technician.geofence` answers
+        None for. Distances are computed for all at once, with a margin far above the rounding
+        of the two haversine computations, so that a ping at the very edge of a fence is shown
+        to the exact check rather than ruled out."""
         radius = self.geofence_m
-        arrivals = [
-            (job.site_lat, job.site_lon)
-            for job in tech.jobs.values()
-            if job.status == "en_route" and not job.arrival_detected
-        ]
-        left = tech.leaving
-        leaving = left is not None and left.completed_at is not None
-        if not arrivals and not leaving:
-            return []
         n = len(js)
         lat = np.empty(n)
         lon = np.empty(n)
@@ -712,15 +764,41 @@ class FleetProcessor(_Base):
         usable = ~(accuracy > radius)  # a fix less accurate than the fence counts for neither
         maybe = np.zeros(n, bool)
         slack = 1e-9 * radius + 1e-6
-        for site_lat, site_lon in arrivals:
-            maybe |= haversine_m(lat, lon, site_lat, site_lon) <= radius + slack
-        if leaving:
-            assert left is not None and left.completed_at is not None
-            after = np.fromiter((times[j] for j in js), np.int64, n) > left.completed_at
-            far = haversine_m(lat, lon, left.site_lat, left.site_lon)
-            maybe |= after & (far > DEPARTURE_FACTOR * radius - slack)
+        pair_ping = [i for i, sites in enumerate(arrivals) for _ in sites]
+        if pair_ping:
+            at = np.array(pair_ping, np.int64)
+            sites = np.array([site for sites in arrivals for site in sites], np.float64)
+            near = haversine_m(lat[at], lon[at], sites[:, 0], sites[:, 1]) <= radius + slack
+            maybe[at[near]] = True
+        left_ping = [i for i, left in enumerate(leaving) if left is not None]
+        if left_ping:
+            at = np.array(left_ping, np.int64)
+            lefts = [leaving[i] for i in left_ping]
+            done = np.array([left.completed_at for left in lefts], np.int64)
+            site_lat = np.array([left.site_lat for left in lefts], np.float64)
+            site_lon = np.array([left.site_lon for left in lefts], np.float64)
+            far = haversine_m(lat[at], lon[at], site_lat, site_lon)
+            maybe[at] |= (stamps[at] > done) & (far > DEPARTURE_FACTOR * radius - slack)
         maybe &= usable
         maybe |= unreadable
+        return maybe
+
+    def _geofence_candidates(
+        self, tech: Technician, js: list[int], times: Sequence[int], pings: Interleaved
+    ) -> list[int]:
+        """The pings among ``js`` (in order) that the geofence might detect something at, or
+        cannot read (see :meth:`_maybe_hits`): those the batch's prefilter left, while the
+        technician's fences are as they were then; else worked out here, with arrays when
+        there are enough of them."""
+        if self._fence_versions.get(tech.id) == tech.version:
+            candidates = self._fence_candidates
+            return [j for j in js if j in candidates]
+        if len(js) < _VECTOR_MIN:
+            return js  # too few for arrays to pay: each is looked at as it comes
+        arrivals, left = _fences_of(tech)
+        n = len(js)
+        stamps = np.fromiter((times[j] for j in js), np.int64, n)
+        maybe = self._maybe_hits(js, [arrivals] * n, [left] * n, stamps, pings)
         return [js[i] for i in np.flatnonzero(maybe).tolist()]
 
     def _geofence(self, tid: str, at: int, pings: Interleaved, i: int) -> bool:

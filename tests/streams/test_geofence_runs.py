@@ -47,11 +47,14 @@ def test_fences_filtered_with_arrays_detect_what_each_fix_in_turn_detects(
         graph(),
     )
     outcomes = []
-    for vector_min in (1, 10**9):  # every run through the arrays; none
+    # Every run through the arrays; the batch's prefilter alone (runs never); none at all.
+    for vector_min, batch_fence in ((1, False), (10**9, True), (10**9, False)):
         monkeypatch.setattr(stages_module, "_VECTOR_MIN", vector_min)
-        outcomes.append(_outcome(tmp_path / str(vector_min), sim))
-    arrays, one_by_one = outcomes
+        monkeypatch.setattr(stages_module, "_BATCH_FENCE", batch_fence)
+        outcomes.append(_outcome(tmp_path / f"{vector_min}-{batch_fence}", sim))
+    arrays, prefiltered, one_by_one = outcomes
     assert len(one_by_one["fs.geofence"]) >= 10  # arrivals and departures were detected
     assert one_by_one["totals"]["pings"] > 10_000
     for key, value in one_by_one.items():
         assert arrays[key] == value, key
+        assert prefiltered[key] == value, key
