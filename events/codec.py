@@ -143,16 +143,25 @@ def _check_range(bounds: Range | None) -> Callable[[float], None]:
     return check
 
 
-def _converter(hint: Any) -> Convert:
-    """Build the function that checks and converts one decoded JSON value to ``hint``."""
+def _split_hint(hint: Any) -> tuple[Any, tuple[Any, ...], Any]:
+    """A field's type without its markers, the markers (:class:`Range`, :class:`OneOf`, ...)
+    and, when null is allowed, the type of its other values with the markers (else None)."""
     markers: tuple[Any, ...] = ()
     if get_origin(hint) is Annotated:
         hint, *extra = get_args(hint)
         markers = tuple(extra)
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
+    if get_origin(hint) in (Union, types.UnionType):
         options = [a for a in get_args(hint) if a is not type(None)]
-        inner = _converter(Annotated[options[0], *markers] if markers else options[0])
+        return hint, markers, Annotated[options[0], *markers] if markers else options[0]
+    return hint, markers, None
+
+
+def _converter(hint: Any) -> Convert:
+    """Build the function that checks and converts one decoded JSON value to ``hint``."""
+    hint, markers, non_null = _split_hint(hint)
+    origin = get_origin(hint)
+    if non_null is not None:
+        inner = _converter(non_null)
 
         def optional(v: Any) -> Any:
             return None if v is None else inner(v)
@@ -322,15 +331,9 @@ def _check_lines(hint: Any, bind: Callable[[Any], str], indent: str) -> list[str
     function does, leave the converted value in ``v``, and ``return None`` where that function
     would raise (so the caller falls back to the general validator). ``bind`` names a constant
     for the generated code."""
-    markers: tuple[Any, ...] = ()
-    if get_origin(hint) is Annotated:
-        hint, *extra = get_args(hint)
-        markers = tuple(extra)
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = [a for a in get_args(hint) if a is not type(None)]
-        inner = Annotated[options[0], *markers] if markers else options[0]
-        body = _check_lines(inner, bind, indent + "    ")
+    hint, markers, non_null = _split_hint(hint)
+    if non_null is not None:
+        body = _check_lines(non_null, bind, indent + "    ")
         return [f"{indent}if v is not None:", *body]
     bounds = next((m for m in markers if isinstance(m, Range)), None)
     ranged: list[str] = []
