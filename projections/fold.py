@@ -26,6 +26,7 @@ GPS fix waits at most ``lateness_ms`` for a shift that covers it (see projection
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -826,7 +827,11 @@ class Projection(Views):
             if kind == "PartUsed":
                 tid = str(item.data["technician"])
                 self.inputs_by_tech.setdefault(tid, set()).add(item_id)
-                self.part_uses_by_tech.setdefault(tid, set()).add(item_id)
+                uses = self.part_uses_by_tech.setdefault(tid, [])
+                use = (item.time, item_id)
+                at = bisect_left(uses, use)
+                if at == len(uses) or uses[at] != use:
+                    uses.insert(at, use)
                 for other, n in self.visits_by_tech.get(tid, ()):
                     # the van's stock at a later first visit's arrival changed
                     first = self.orders[other].visits[0] if n == 1 else None

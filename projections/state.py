@@ -58,8 +58,9 @@ class ProjectionState:
         # indices, rebuilt from the entities on restore
         self.inputs_by_wo: dict[str, set[str]] = {}
         self.inputs_by_tech: dict[str, set[str]] = {}
-        self.part_uses_by_tech: dict[str, set[str]] = {}
-        """The PartUsed inputs among each technician's (what the van's stock depends on)."""
+        self.part_uses_by_tech: dict[str, list[tuple[int, str]]] = {}
+        """The PartUsed inputs among each technician's (what the van's stock depends on), as
+        (time, id) sorted: a shift's uses are a slice, however many days the state holds."""
         self.customers: dict[str, set[str]] = {}
         self.visits_by_tech: dict[str, set[tuple[str, int]]] = {}
         self.orders_by_tech: dict[str, set[str]] = {}

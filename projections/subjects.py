@@ -7,6 +7,8 @@ something it reads changed; that is what makes the tables independent of batchin
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from projections.etas import EtaPoint, quantiles
 from projections.kpis import Contribution, Part, counters, group_pairs
 from projections.model import Input, Order, Technician, Visit
@@ -137,11 +139,10 @@ class Subjects(ProjectionState):
             return None
         start, stock = shift
         left = dict(stock)
-        for item_id in self.part_uses_by_tech.get(v.technician, ()):
-            item = self.inputs[item_id]
-            if item.data is None:
-                continue
-            if start <= item.time < v.arrived_at:
+        uses = self.part_uses_by_tech.get(v.technician, [])
+        for i in range(bisect_left(uses, (start,)), bisect_left(uses, (v.arrived_at,))):
+            item = self.inputs[uses[i][1]]
+            if item.data is not None:
                 part = str(item.data["part"])
                 left[part] = left.get(part, 0) - int(item.data["qty"])
         kit: dict[str, int] = booking.data["parts_kit"]
