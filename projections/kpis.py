@@ -264,32 +264,44 @@ class KpiBook:
         self._dirty: dict[GroupKey, set[str]] = {}
 
     def update(self, subject: tuple[str, ...], new: Contribution | None) -> bool:
-        """Replace a subject's contribution (None: it contributes nothing). True if changed."""
+        """Replace a subject's contribution (None: it contributes nothing). True if changed.
+
+        The old and the new parts are taken pairwise, in order. A pair of one day with the
+        same samples changes only what differs: the counters that changed, in the groups
+        both count in, and the whole part in the groups only one of them counts in (the
+        usual changes: a few counters, or a technician's team). Any other pair, and a part
+        without a partner, is taken out and put in whole. The accumulators are the same
+        either way (integer sums, sorted samples); only what did change is marked dirty."""
         old = self.contributions.get(subject)
         if old == new:
             return False
-        if (
-            old is not None
-            and new is not None
-            and len(old.parts) == len(new.parts)
-            and all(
-                a.day == b.day and a.groups == b.groups and a.samples == b.samples
-                for a, b in zip(old.parts, new.parts, strict=True)
-            )
-        ):
-            # The usual change: a few counters of the same groups. Apply the difference.
+        before = old.parts if old is not None else ()
+        after = new.parts if new is not None else ()
+        if new is not None and after:
             self.contributions[subject] = new
-            for a, b in zip(old.parts, new.parts, strict=True):
+        else:
+            self.contributions.pop(subject, None)
+        for i in range(max(len(before), len(after))):
+            a = before[i] if i < len(before) else None
+            b = after[i] if i < len(after) else None
+            if a is None or b is None or a.day != b.day or a.samples != b.samples:
+                if a is not None:
+                    self._apply(a.day, a.groups, a.counters, a.samples, -1)
+                if b is not None:
+                    self._apply(b.day, b.groups, b.counters, b.samples, 1)
+            elif a.groups == b.groups:
                 if a.counters != b.counters:
                     self._delta(b.day, b.groups, a.counters, b.counters)
-            return True
-        if old is not None:
-            self._apply(old, -1)
-        if new is None or not new.parts:
-            self.contributions.pop(subject, None)
-        else:
-            self.contributions[subject] = new
-            self._apply(new, 1)
+            else:
+                common = tuple(g for g in b.groups if g in a.groups)
+                if common and a.counters != b.counters:
+                    self._delta(b.day, common, a.counters, b.counters)
+                gone = tuple(g for g in a.groups if g not in b.groups)
+                if gone:
+                    self._apply(a.day, gone, a.counters, a.samples, -1)
+                added = tuple(g for g in b.groups if g not in a.groups)
+                if added:
+                    self._apply(b.day, added, b.counters, b.samples, 1)
         return True
 
     def _delta(self, day: str, groups: Groups, old: Counters, new: Counters) -> None:
@@ -299,41 +311,51 @@ class KpiBook:
         changed = [(n, v) for n, v in diff.items() if v]
         if not changed:
             return
+        names_changed = [n for n, _ in changed]
         for dim, grp in groups:
             key = (day, dim, grp)
             counters = self.groups[key].counters
-            names = self._dirty.setdefault(key, set())
+            names = self._dirty.get(key)
+            if names is None:
+                self._dirty[key] = set(names_changed)
+            else:
+                names.update(names_changed)
             for name, value in changed:
                 counters[name] = counters.get(name, 0) + value
-                names.add(name)
 
-    def _apply(self, contribution: Contribution, sign: int) -> None:
+    def _apply(
+        self, day: str, groups_of: Groups, pairs: Counters, samples: Samples, sign: int
+    ) -> None:
+        """Add (``sign`` 1) or take out (-1) one part's counters and samples in ``groups_of``."""
         groups = self.groups
         dirty = self._dirty
-        for part in contribution.parts:
-            for dim, grp in part.groups:
-                key = (part.day, dim, grp)
-                acc = groups.get(key)
-                if acc is None:
-                    acc = groups[key] = Accumulator()
-                    self._day_groups[part.day] = self._day_groups.get(part.day, 0) + 1
-                names = dirty.get(key)
-                if names is None:
-                    names = dirty[key] = set()
-                if acc.members == 0 or (sign < 0 and acc.members == 1):
-                    names.add("*")
-                acc.members += sign
-                counters = acc.counters
-                for name, value in part.counters:
-                    counters[name] = counters.get(name, 0) + sign * value
-                    names.add(name)
-                for name, value in part.samples:
-                    values = acc.samples.setdefault(name, [])
-                    if sign > 0:
-                        insort(values, value)
-                    else:
-                        del values[bisect_left(values, value)]
-                    names.add(name)
+        if sign < 0:
+            pairs = tuple((name, -value) for name, value in pairs)
+        touched = [name for name, _ in pairs]
+        touched += [name for name, _ in samples]
+        for dim, grp in groups_of:
+            key = (day, dim, grp)
+            acc = groups.get(key)
+            if acc is None:
+                acc = groups[key] = Accumulator()
+                self._day_groups[day] = self._day_groups.get(day, 0) + 1
+            names = dirty.get(key)
+            if names is None:
+                names = dirty[key] = set(touched)
+            else:
+                names.update(touched)
+            if acc.members == 0 or (sign < 0 and acc.members == 1):
+                names.add("*")
+            acc.members += sign
+            counters = acc.counters
+            for name, value in pairs:
+                counters[name] = counters.get(name, 0) + value
+            for name, value in samples:
+                values = acc.samples.setdefault(name, [])
+                if sign > 0:
+                    insort(values, value)
+                else:
+                    del values[bisect_left(values, value)]
 
     def take_dirty(self) -> Iterator[tuple[GroupKey, Accumulator | None, tuple[Metric, ...]]]:
         """The groups changed since the last call, each with the metrics to recompute
