@@ -758,8 +758,11 @@ class Projection(Views):
                 a, en = v.arrived_at, v.en_route_at
                 if a is not None and a >= lo and (en is None or en < hi):
                     subjects.add(("visit", wo, str(n)))
-                if n == 1 and shifted:
-                    subjects.add(("order", wo))  # the van's stock is known from shifts
+                    if n == 1 and shifted:
+                        # the van's stock at the arrival is known from shifts (the shift
+                        # starting last before it, unless it ended before it): only arrivals
+                        # at or after the earliest changed start or end can see it change
+                        subjects.add(("order", wo))
         return settled
 
     def _persist_tracks(self, out: Changes, settled: Sequence[Settled]) -> None:
