@@ -15,6 +15,13 @@ from projections.model import Input, Order, Technician, Visit
 from projections.state import HOUR_MS, ProjectionState
 
 
+def _kept_since(tech: Technician, since: int) -> bool:
+    """Whether the technician's pruned track still holds every fix from ``since`` on: it was
+    cut at or before that time. (Its first fix may well be later, a shift's first ping coming
+    after the shift started: the track still covers that shift whole.)"""
+    return tech.track_cut is not None and tech.track_cut <= since
+
+
 class Subjects(ProjectionState):
     """The contribution of every kind of subject (mixed into the fold)."""
 
@@ -36,7 +43,7 @@ class Subjects(ProjectionState):
         if (
             track is not None
             and track.start is not None
-            and (tech is None or not tech.track_pruned or track.start <= v.en_route_at)
+            and (tech is None or not tech.track_pruned or _kept_since(tech, v.en_route_at))
         ):
             mm = track.driven_mm(v.en_route_at, v.arrived_at)
             if mm != v.leg_mm:
@@ -267,7 +274,7 @@ class Subjects(ProjectionState):
             shifts
             and track is not None
             and track.start is not None
-            and (not tech.track_pruned or track.start <= shifts[0][0])
+            and (not tech.track_pruned or _kept_since(tech, shifts[0][0]))
         ):
             return sum(track.shift_mm(s, e) for s, e in shifts)
         return tech.km_cache.get(day, 0)

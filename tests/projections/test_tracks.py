@@ -163,3 +163,36 @@ def test_fixes_at_one_time_differing_only_by_a_missing_speed_or_heading() -> Non
         fresh, _, _ = waiting.settle([(0, None)], LATE)
         append_batch([(waiting, fresh)])
         assert waiting.points()[0] == track.points()[0]
+
+
+def test_a_shift_kept_whole_by_a_prune_is_measured_on_its_fixes() -> None:
+    """A prune cuts a track between two shifts. The second shift's first fix comes a few
+    seconds after the shift started, so the track now begins after the shift's start: the
+    shift is still whole on the track and its distance must come from the fixes, not from
+    the cache of pruned days (which never held it: it was not pruned)."""
+    from projections.fold import Projection
+    from projections.state import DAY_MS
+
+    proj = Projection()
+    tech = proj._tech("T-1")
+    day1, day2 = 1_795_392_000_000, 1_795_392_000_000 + DAY_MS  # two midnights (UTC)
+    first = [(day1 + 8 * 3_600_000 + i * 10_000, f[1], f[2], f[3], f[4])
+             for i, f in enumerate(_route(120, seed=5))]  # fmt: skip
+    second = [(day2 + 9 * 3_600_000 + 5_000 + i * 10_000, f[1], f[2], f[3], f[4])
+              for i, f in enumerate(_route(120, seed=6))]  # fmt: skip
+    tech.starts = {"s1": (day1 + 8 * 3_600_000, {}), "s2": (day2 + 9 * 3_600_000, {})}
+    tech.ends = {"e1": first[-1][0] + 1_000, "e2": second[-1][0] + 1_000}
+    tech.shifts_changed()
+    track = proj.tracks["T-1"] = _feed(first + second, 5, tech.shifts())
+    whole = {proj.day(s): proj._shift_mm("T-1", proj.day(s)) for s, _ in tech.shifts()}
+    assert all(whole.values())
+    # What _persist_tracks does to a track reaching back further than it must keep: cache
+    # the days whose shifts started before the cut, then forget the fixes before it.
+    cut = day2 + 6 * 3_600_000  # between the two shifts
+    for s, e in tech.shifts():
+        if s < cut:
+            tech.km_cache[proj.day(s)] = track.shift_mm(s, e)
+    track.prune_before(cut)
+    tech.track_pruned, tech.track_cut = True, cut
+    assert track.start is not None and track.start > tech.shifts()[1][0]
+    assert {d: proj._shift_mm("T-1", d) for d in whole} == whole
