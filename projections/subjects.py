@@ -22,6 +22,15 @@ def _kept_since(tech: Technician, since: int) -> bool:
     return tech.track_cut is not None and tech.track_cut <= since
 
 
+def _shift_start(tech: Technician | None, at: int) -> int | None:
+    """The start of the technician's shift under way at ``at`` (the latest one started at or
+    before it), if any."""
+    if tech is None:
+        return None
+    starts = [s for s, _ in tech.shifts() if s <= at]
+    return starts[-1] if starts else None
+
+
 class Subjects(ProjectionState):
     """The contribution of every kind of subject (mixed into the fold)."""
 
@@ -45,7 +54,7 @@ class Subjects(ProjectionState):
             and track.start is not None
             and (tech is None or not tech.track_pruned or _kept_since(tech, v.en_route_at))
         ):
-            mm = track.driven_mm(v.en_route_at, v.arrived_at)
+            mm = track.driven_mm(v.en_route_at, v.arrived_at, _shift_start(tech, v.en_route_at))
             if mm != v.leg_mm:
                 v.leg_mm = mm
                 self._order_docs.add(order.id)

@@ -266,11 +266,22 @@ class Track:
         i = bisect_right(self.t, at) - 1
         return self.odo[max(i, 0)] if len(self.odo) else 0
 
-    def driven_mm(self, after: int, until: int) -> int:
-        """Millimetres driven in ``(after, until]``."""
+    def driven_mm(self, after: int, until: int, since: int | None = None) -> int:
+        """Millimetres driven in ``(after, until]``. With ``since`` (the start of the shift
+        ``after`` falls in), a reading taken before it does not count: the way from the last
+        fix of an earlier shift to this shift's first one was not driven on duty (a van
+        parked overnight at home, say), so the distance runs from this shift's first fix."""
         if not len(self.t):
             return 0
-        return max(0, self.odometer(until) - self.odometer(after))
+        start = self.odometer(after)
+        if since is not None:
+            i = bisect_right(self.t, after) - 1
+            if i >= 0 and self.t[i] < since:
+                first = bisect_left(self.t, since)
+                if first >= len(self.t) or self.t[first] > until:
+                    return 0
+                start = self.odo[first]
+        return max(0, self.odometer(until) - start)
 
     def shift_mm(self, start: int, end: int | None) -> int:
         """Millimetres driven between the first fix at or after ``start`` and the last fix

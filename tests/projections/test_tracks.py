@@ -196,3 +196,21 @@ def test_a_shift_kept_whole_by_a_prune_is_measured_on_its_fixes() -> None:
     tech.track_pruned, tech.track_cut = True, cut
     assert track.start is not None and track.start > tech.shifts()[1][0]
     assert {d: proj._shift_mm("T-1", d) for d in whole} == whole
+
+
+def test_a_leg_starting_before_its_shift_first_fix_is_not_charged_the_night() -> None:
+    """A van parked at home overnight: the last fix of one shift and the first of the next
+    are kilometres apart. A leg set off before the new shift's first fix is measured from
+    that fix, not from the evening before, whether or not the old fixes are still held."""
+    evening = [(1_000_000 + i * 10_000, 42.50 + i * 0.0005, 1.50, 10.0, None) for i in range(30)]
+    morning_at = 1_000_000 + 15 * 3_600_000
+    morning = [(morning_at + 5_000 + i * 10_000, 42.60 + i * 0.0005, 1.60, 10.0, None)
+               for i in range(30)]  # fmt: skip
+    shifts = [(1_000_000, evening[-1][0] + 1), (morning_at, None)]
+    track = _feed(evening + morning, 3, shifts)
+    set_off, arrive = morning_at + 1_000, morning[9][0]
+    leg = track.driven_mm(set_off, arrive, since=morning_at)
+    assert leg == _expected(morning[:10])[-1] > 0
+    assert track.driven_mm(set_off, arrive) > 10_000_000  # without: the night's 14 km
+    track.prune_before(morning_at)  # the same once the evening is forgotten
+    assert track.driven_mm(set_off, arrive, since=morning_at) == leg
