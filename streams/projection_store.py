@@ -43,6 +43,7 @@ from projections.views import (
     LIVE_WORK_ORDER_COLUMNS,
     VISIT_FACT_COLUMNS,
 )
+from streams.checkpointer import Checkpointer
 from streams.state_store import PostgresUrl
 
 STORE_FILE = "projections.sqlite3"
@@ -321,6 +322,11 @@ class ProjectionStore(abc.ABC):
         return out
 
 
+ROW_BYTES = 300
+"""About what a projection row (a KPI value, a document, a track chunk's share) adds to the
+WAL, for the checkpointer's count."""
+
+
 class SqliteProjectionStore(ProjectionStore):
     """The projection in ``DATA_DIR/projections.sqlite3``."""
 
@@ -335,6 +341,9 @@ class SqliteProjectionStore(ProjectionStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
+        # WAL checkpoints on a thread of their own, not inside a flush's commit.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = Checkpointer(path)
         self.create()
 
     @classmethod
@@ -361,7 +370,14 @@ class SqliteProjectionStore(ProjectionStore):
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.db.execute(self.sql(statement), params).fetchall()]
 
+    def commit(
+        self, changes: Changes, offsets: dict[tuple[str, int], int], meta: dict[str, Any]
+    ) -> None:
+        super().commit(changes, offsets, meta)
+        self._checkpointer.wrote(ROW_BYTES * changes.rows)
+
     def close(self) -> None:
+        self._checkpointer.close()
         if self._db is not None:
             self._db.close()
             self._db = None

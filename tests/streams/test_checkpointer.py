@@ -61,3 +61,21 @@ def test_a_log_that_is_only_read_starts_no_thread(tmp_path: Path) -> None:
         await log.close()
 
     asyncio.run(go())
+
+
+def test_the_projection_store_checkpoints_on_its_own_thread_too(tmp_path: Path) -> None:
+    from projections.fold import Changes
+    from streams.projection_store import SqliteProjectionStore
+
+    store = SqliteProjectionStore.in_dir(tmp_path)
+    try:
+        assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        cp = store._checkpointer
+        cp.every_bytes = 1 << 14  # two commits' worth
+        for i in range(4):
+            store.commit(Changes(), {("fs.gps", 0): i}, {"batch": i})
+        _wait_for(cp, 1)
+        assert cp.runs >= 1
+    finally:
+        store.close()
+    assert cp._thread is None
