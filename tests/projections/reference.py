@@ -214,10 +214,20 @@ class Reference:
         return out
 
     def leg_mm(self, v: Visit) -> int:
+        """docs/kpis.md: the odometer from ``en_route_at`` to ``arrived_at``, within the
+        leg's shift (a reading from an earlier shift is replaced by the shift's first fix)."""
         leg = v.leg
         assert leg is not None and v.technician is not None
         odo = self.odometers.get(v.technician, Odometer())
-        return max(0, odo.at(leg[1]) - odo.at(leg[0]))
+        starts = [s for s, _, _ in self.shifts.get(v.technician, []) if s <= leg[0]]
+        before = [t for t in odo.times if t <= leg[0]]
+        start = odo.at(leg[0])
+        if starts and before and before[-1] < max(starts):
+            firsts = [t for t in odo.times if t >= max(starts)]
+            if not firsts or firsts[0] > leg[1]:
+                return 0
+            start = odo.at(firsts[0])
+        return max(0, odo.at(leg[1]) - start)
 
     def work_groups(self, tech: str | None, order: str) -> Groups:
         groups = [("all", "all")]
