@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 import types
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Union, cast, get_args, get_origin, get_type_hints
 
 import orjson
 
@@ -265,19 +264,14 @@ class _Spec:
     time_fields: frozenset[str]
     names: tuple[str, ...]
     """The data fields' names, in order."""
-    values: Callable[[Event], tuple[Any, ...]]
-    """The data fields' values of an event, in order, in one call (for :func:`to_document`)."""
-    time_positions: tuple[int, ...]
-    """Where the time fields fall among them."""
 
 
-def _values_of(names: Sequence[str]) -> Callable[[Event], tuple[Any, ...]]:
-    if not names:
-        return lambda _event: ()
-    if len(names) == 1:
-        one = operator.attrgetter(names[0])
-        return lambda event: (one(event),)
-    return operator.attrgetter(*names)
+def _is_time(hint: Any) -> bool:
+    """Whether a field of this type is a time (a :class:`TimestampMarker`, null allowed)."""
+    _, markers, non_null = _split_hint(hint)
+    if non_null is not None:
+        _, markers, _ = _split_hint(non_null)
+    return any(isinstance(m, TimestampMarker) for m in markers)
 
 
 def _compile(cls: type[Event]) -> _Spec:
@@ -289,28 +283,13 @@ def _compile(cls: type[Event]) -> _Spec:
         if f.name in ("id", "source", "time", "subject", "causation"):
             continue
         hint = hints[f.name]
-        if get_origin(hint) is Annotated and any(
-            isinstance(m, TimestampMarker) for m in get_args(hint)[1:]
-        ):
+        if _is_time(hint):
             time_fields.add(f.name)
-        elif get_origin(hint) in (Union, types.UnionType):
-            inner = next(a for a in get_args(hint) if a is not type(None))
-            if get_origin(inner) is Annotated and any(
-                isinstance(m, TimestampMarker) for m in get_args(inner)[1:]
-            ):
-                time_fields.add(f.name)
         has_default = f.default is not dataclasses.MISSING
         default = f.default if has_default else None
         data.append((f.name, _converter(hint), not has_default, default))
-    names = [name for name, _, _, _ in data]
     return _Spec(
-        cls,
-        envelope,
-        tuple(data),
-        frozenset(time_fields),
-        tuple(names),
-        _values_of(names),
-        tuple(i for i, name in enumerate(names) if name in time_fields),
+        cls, envelope, tuple(data), frozenset(time_fields), tuple(name for name, *_ in data)
     )
 
 
@@ -324,6 +303,14 @@ _STR = _converter(str)
 
 
 _MISSING = object()
+
+
+def _generated(lines: list[str], constants: dict[str, Any]) -> Callable[..., Any]:
+    """The function whose source is ``lines`` (our own, made from the schema; its ``def`` on
+    the first line), compiled with ``constants`` as its globals."""
+    name = lines[0].removeprefix("def ").partition("(")[0]
+    exec("\n".join(lines), constants)
+    return cast(Callable[..., Any], constants[name])
 
 
 def _check_lines(hint: Any, bind: Callable[[Any], str], indent: str) -> list[str]:
@@ -432,9 +419,7 @@ def _fast_checker(spec: _Spec) -> Callable[[dict[str, Any], int | None, int], Ev
         lines.append(f"    f_{name} = v")
         arguments.append(f"{name}=f_{name}")
     lines.append(f"    return cls({', '.join(arguments)})")
-    exec("\n".join(lines), constants)  # our own source, made from the schema above
-    checker: Callable[[dict[str, Any], int | None, int], Event | None] = constants["check"]
-    return checker
+    return _generated(lines, constants)
 
 
 _FAST = {name: _fast_checker(spec) for name, spec in _SPECS.items()}
@@ -658,9 +643,7 @@ def _trusted_decoder(spec: _Spec) -> Callable[[dict[str, Any]], Event]:
             lines.append(f"    elif {test}: {convert}")
         arguments.append(f"{name}=v{i}")
     lines.append(f"    return cls({', '.join(arguments)})")
-    exec("\n".join(lines), constants)  # our own source, made from the schema
-    decoder: Callable[[dict[str, Any]], Event] = constants["trusted"]
-    return decoder
+    return _generated(lines, constants)
 
 
 _TRUSTED = {name: _trusted_decoder(spec) for name, spec in _SPECS.items()}
@@ -708,15 +691,11 @@ def to_document(event: Event) -> dict[str, Any]:
 def _document_general(event: Event) -> dict[str, Any]:
     """:func:`to_document` the general way (what the generated functions are tested against)."""
     spec = _SPECS[event.type]
-    values = spec.values(event)
-    if spec.time_positions:
-        texts = list(values)
-        for i in spec.time_positions:
-            if texts[i] is not None:
-                texts[i] = format_time(texts[i])
-        values = tuple(texts)
+    data = {name: getattr(event, name) for name in spec.names}
+    for name in spec.time_fields:
+        if data[name] is not None:
+            data[name] = format_time(data[name])
     cause = getattr(event, "causation", None) if spec.cls.DERIVED else None
-    data = dict(zip(spec.names, values, strict=True))
     return _envelope(
         spec, event.type, event.id, event.source, event.time, event.subject, cause, data
     )
@@ -794,8 +773,7 @@ def _encoders(spec: _Spec) -> tuple[Callable[..., dict[str, Any]], Callable[...,
     from_event.append("    return " + document(attributes, "c", event_values))
     arguments = {"id": "id", "source": "source", "time": "time", "subject": "subject"}
     from_fields.append("    return " + document(arguments, "c", field_values))
-    exec("\n".join(from_event) + "\n" + "\n".join(from_fields), constants)  # our own source
-    return constants["of_event"], constants["of_fields"]
+    return _generated(from_event, constants), _generated(from_fields, constants)
 
 
 _DOCUMENT: dict[str, Callable[[Event], dict[str, Any]]] = {}

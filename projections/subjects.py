@@ -27,8 +27,7 @@ def _shift_start(tech: Technician | None, at: int) -> int | None:
     before it), if any."""
     if tech is None:
         return None
-    starts = [s for s, _ in tech.shifts() if s <= at]
-    return starts[-1] if starts else None
+    return next((s for s, _ in reversed(tech.shifts()) if s <= at), None)
 
 
 class Subjects(ProjectionState):

@@ -273,15 +273,12 @@ class Track:
         parked overnight at home, say), so the distance runs from this shift's first fix."""
         if not len(self.t):
             return 0
-        start = self.odometer(after)
-        if since is not None:
-            i = bisect_right(self.t, after) - 1
-            if i >= 0 and self.t[i] < since:
-                first = bisect_left(self.t, since)
-                if first >= len(self.t) or self.t[first] > until:
-                    return 0
-                start = self.odo[first]
-        return max(0, self.odometer(until) - start)
+        i = bisect_right(self.t, after) - 1
+        if since is not None and i >= 0 and self.t[i] < since:
+            i = bisect_left(self.t, since)
+            if i >= len(self.t) or self.t[i] > until:
+                return 0
+        return max(0, self.odometer(until) - self.odo[max(i, 0)])
 
     def shift_mm(self, start: int, end: int | None) -> int:
         """Millimetres driven between the first fix at or after ``start`` and the last fix

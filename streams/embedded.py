@@ -274,7 +274,6 @@ class EmbeddedLog(Log):
             size = 0
             rows = []
             positions: list[tuple[int, int]] = []
-            shift = _OFFSET_BITS + _PARTITION_BITS
             for (_t, value, key, stamp, headers, _p), tp in zip(records, placed, strict=True):
                 offset = next_offset[tp]
                 next_offset[tp] = offset + 1
@@ -282,7 +281,7 @@ class EmbeddedLog(Log):
                 size += len(value)
                 rows.append(
                     (
-                        (tp[0] << shift) | (tp[1] << _OFFSET_BITS) | offset,  # _pos, inlined
+                        _pos(tp[0], tp[1], offset),
                         now if stamp is None else stamp,
                         key,
                         value,

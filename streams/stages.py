@@ -60,12 +60,12 @@ _INTERNAL = frozenset({"fs.by-technician", "fs.geofence"})
 
 
 _VECTOR_MIN = 24
+"""Fixes of one technician between two records from which the geofence filters them with
+arrays (fewer cost less one by one)."""
 
 _BATCH_FENCE = True
 """Whether the fleet stage rules out, once per batch and with arrays, the fixes of watched
 technicians that cannot hit a fence (see :meth:`FleetProcessor._fence_prefilter`)."""
-"""Fixes of one technician between two records from which the geofence filters them with
-arrays (fewer cost less one by one)."""
 
 
 def _position(record: Record, event: Event) -> Causation:
@@ -719,13 +719,8 @@ class FleetProcessor(_Base):
         if not js:
             return
         per_ping = [fences[codes[j]] for j in js]
-        times = pings.timestamps
         maybe = self._maybe_hits(
-            js,
-            [f[2] for f in per_ping],
-            [f[3] for f in per_ping],
-            np.fromiter((int(times[j]) for j in js), np.int64, len(js)),
-            pings,
+            js, [f[2] for f in per_ping], [f[3] for f in per_ping], pings.timestamps[js], pings
         )
         self._fence_versions = {tid: version for tid, version, _, _ in fences.values()}
         self._fence_candidates = {js[i] for i in np.flatnonzero(maybe).tolist()}

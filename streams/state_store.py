@@ -411,7 +411,7 @@ class SqliteStateStore(StateStore):
                 recorder = self._events(kind).recorder
                 assert isinstance(recorder, _SQLiteRecorder)
                 recorder._insert_events(c, stored, stage_commit=commit)
-        self._checkpointer.wrote(sum(len(e.state) for _, stored, _ in batches for e in stored))
+        self._checkpointer.wrote(FACT_BYTES * sum(len(stored) for _, stored, _ in batches))
 
     def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._datastore.transaction(commit=False) as c:
