@@ -12,6 +12,14 @@ on meanwhile (on another core). A passive checkpoint never blocks writers or rea
 what no reader still needs, and once it has copied everything, the next write starts the WAL
 file from its beginning again, so the file stays about ``every_bytes`` long.
 
+That restart needs a checkpoint to finish between one commit and the next write: a writer
+that appends without pause (a backlog, in large batches) may keep starting its next
+transaction while the checkpoint copies, and the WAL then grows without end. Once it has
+grown past :data:`RESTART_AFTER` times ``every_bytes``, the checkpointer runs a ``RESTART``
+checkpoint instead: it waits for the writer's transaction in progress to end, copies the
+little that the passive checkpoint left, and holds the next writer back only that long, so
+the next write starts the file again.
+
 Nothing here affects what a transaction guarantees: commits are atomic and durable (at the
 connection's ``synchronous`` setting) whether or not their pages have been checkpointed yet.
 """
@@ -24,6 +32,9 @@ from pathlib import Path
 
 EVERY_BYTES = 16 << 20
 """Bytes written (as the writer counts them) between two checkpoints."""
+
+RESTART_AFTER = 4
+"""How many times ``every_bytes`` the WAL may grow to before a checkpoint restarts it."""
 
 COMMIT_BYTES = 8192
 """What a commit adds to the WAL besides its payload (it rewrites at least a B-tree leaf and
@@ -44,6 +55,8 @@ class Checkpointer:
         self.every_bytes = every_bytes
         self.runs = 0
         """Checkpoints completed so far (each may have copied only part of the WAL)."""
+        self.restarts = 0
+        """Of those, how many also had to restart the WAL (see :data:`RESTART_AFTER`)."""
         self._pending = 0
         self._wake = threading.Event()
         self._stopping = False
@@ -62,7 +75,8 @@ class Checkpointer:
         self._wake.set()
 
     def _run(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        page = db.execute("PRAGMA page_size").fetchone()[0]
         try:
             while True:
                 self._wake.wait()
@@ -70,7 +84,10 @@ class Checkpointer:
                 if self._stopping:
                     return
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames * page > RESTART_AFTER * self.every_bytes:
+                        db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                        self.restarts += 1
                 except sqlite3.Error:
                     continue  # busy with another checkpoint, say: the next one catches up
                 self.runs += 1

@@ -11,6 +11,12 @@ positions. It runs in WAL mode, so:
 * several processes may append; SQLite serialises their transactions (``BEGIN IMMEDIATE``
   takes the write lock before offsets are read, so offsets never collide).
 
+Records are stored in segments: one row per run of up to :data:`SEGMENT_RECORDS` records of
+one partition appended together, its timestamps, key, value and header lengths packed as
+arrays followed by the bytes themselves (see :func:`_pack`). An append writes one row per
+partition it touches instead of one per record, and a read slices records out of a few
+blobs; SQLite's cost per row, not per byte, was most of the log's time.
+
 Retention and compaction settings are recorded but not enforced: the embedded log keeps
 everything, which is what a replay of a day or a week on one machine wants.
 """
@@ -20,10 +26,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
+from itertools import accumulate, repeat
 from pathlib import Path
-from typing import Any
+from struct import pack, unpack_from
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from streams.checkpointer import Checkpointer
@@ -56,12 +64,11 @@ CREATE TABLE IF NOT EXISTS partitions (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic_id, partition)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS log_records (
+CREATE TABLE IF NOT EXISTS log_segments (
     pos INTEGER PRIMARY KEY,
-    ts INTEGER NOT NULL,
-    key BLOB,
-    value BLOB NOT NULL,
-    headers BLOB
+    n INTEGER NOT NULL,
+    max_ts INTEGER NOT NULL,
+    data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batch_marks (
     stage TEXT NOT NULL,
@@ -89,7 +96,8 @@ MAX_PARTITIONS = 1 << _PARTITION_BITS
 
 
 def _pos(topic_id: int, partition: int, offset: int = 0) -> int:
-    """A record's row key: topic, partition and offset packed into SQLite's 64-bit rowid.
+    """A position: topic, partition and offset packed into SQLite's 64-bit rowid. A segment's
+    row key is the position of its first record.
 
     Keying the table by position keeps its B-tree interior pages to bare integers (a WITHOUT
     ROWID table copies whole rows, values included, into them) and makes reading a partition
@@ -100,21 +108,170 @@ def _pos(topic_id: int, partition: int, offset: int = 0) -> int:
 
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
 
+SEGMENT_RECORDS = 1_000
+"""Records per segment at most. A read that starts inside a segment copies the whole blob,
+so a segment is kept to a few hundred kilobytes of typical records."""
+
+_TIMES = np.dtype("<i8")
+
+
+def _pack(
+    stamps: Sequence[int],
+    keys: Sequence[bytes | None],
+    values: Sequence[bytes],
+    headers: Sequence[bytes | None],
+) -> bytes:
+    """One segment's blob: ``n`` timestamps (int64), then ``n`` key lengths (-1 for no key),
+    ``n`` value lengths and ``n`` packed-header lengths (0 for none) as int32, all
+    little-endian, then the keys, the values and the packed headers, each run concatenated."""
+    if None in keys:
+        key_lengths = [-1 if k is None else len(k) for k in keys]
+        key_bytes = b"".join([k for k in keys if k is not None])
+    else:
+        key_lengths = list(map(len, keys))  # type: ignore[arg-type]
+        key_bytes = b"".join(keys)  # type: ignore[arg-type]
+    if any(headers):
+        header_lengths = [0 if h is None else len(h) for h in headers]
+        header_bytes = b"".join([h for h in headers if h is not None])
+    else:
+        header_lengths = [0] * len(values)
+        header_bytes = b""
+    n = len(values)
+    return b"".join(
+        (
+            pack(f"<{n}q", *stamps),
+            pack(f"<{3 * n}i", *key_lengths, *map(len, values), *header_lengths),
+            key_bytes,
+            b"".join(values),
+            header_bytes,
+        )
+    )
+
+
+class _Segment:
+    """A segment's blob read back: records' bytes sliced out of it by the running sums of
+    their lengths. Plain ``struct`` and ``itertools``: most reads of the internal topics take
+    a few records out of a few small segments, where array set-up would cost more than the
+    slicing."""
+
+    __slots__ = ("_keyless", "_lengths", "_starts", "data", "n")
+
+    def __init__(self, data: bytes, n: int) -> None:
+        self.data = data
+        self.n = n
+        lengths = unpack_from(f"<{3 * n}i", data, 8 * n)
+        self._lengths = lengths
+        key_lengths = lengths[:n]
+        self._keyless = min(key_lengths, default=0) < 0
+        """Whether some record has no key (length -1, no bytes)."""
+        if self._keyless:
+            key_lengths = tuple(k if k > 0 else 0 for k in key_lengths)
+        # Where each key, value and header run starts in the blob, then where the last ends.
+        self._starts = list(accumulate(key_lengths + lengths[n:], initial=20 * n))
+
+    def stamps(self, start: int, stop: int) -> list[int]:
+        return list(unpack_from(f"<{stop - start}q", self.data, 8 * start))
+
+    def stamp_array(self, start: int, stop: int) -> npt.NDArray[np.int64]:
+        return np.frombuffer(self.data, _TIMES, stop - start, 8 * start)
+
+    def _slices(self, first: int, last: int) -> list[bytes]:
+        data = self.data
+        starts = self._starts
+        ends = starts[first + 1 : last + 1]
+        return [data[a:b] for a, b in zip(starts[first:last], ends, strict=True)]
+
+    def keys(self, start: int, stop: int) -> list[bytes | None]:
+        found: list[bytes | None] = list(self._slices(start, stop))
+        if self._keyless:
+            for i, length in enumerate(self._lengths[start:stop]):
+                if length < 0:
+                    found[i] = None
+        return found
+
+    def values(self, start: int, stop: int) -> list[bytes]:
+        n = self.n
+        return self._slices(n + start, n + stop)
+
+    def headers(self, start: int, stop: int) -> list[Headers]:
+        n = self.n
+        if not any(self._lengths[2 * n + start : 2 * n + stop]):
+            return [()] * (stop - start)
+        return [
+            _unpack_headers(blob) if blob else ()
+            for blob in self._slices(2 * n + start, 2 * n + stop)
+        ]
+
+
+def _segment_rows(
+    topic_id: int, partition: int, first: int, records: Sequence[OutRecord], now: int
+) -> tuple[list[tuple[int, int, int, bytes]], int]:
+    """The segment rows of ``records`` (one partition's, in order, the first at offset
+    ``first``), records without a timestamp stamped ``now``; and their blobs' total size."""
+    rows = []
+    size = 0
+    for at in range(0, len(records), SEGMENT_RECORDS):
+        _topics, values, keys, stamps, headers, _partitions = zip(
+            *records[at : at + SEGMENT_RECORDS], strict=True
+        )
+        if None in stamps:
+            stamps = tuple(now if t is None else t for t in stamps)
+        data = _pack(stamps, keys, values, [_pack_headers(h) if h else None for h in headers])
+        size += len(data)
+        rows.append((_pos(topic_id, partition, first + at), len(values), max(stamps), data))
+    return rows, size
+
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Move the records of a log written by an earlier version (a ``records`` table keyed by
-    topic, partition and offset) into the position-keyed table, in one transaction."""
-    old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'")
-    if old.fetchone() is None:
+    """Move the records of a log written by an earlier version into segments, in one
+    transaction: a ``log_records`` table (one row per record, keyed by position) or, older
+    still, a ``records`` table keyed by topic, partition and offset."""
+    tables = {
+        name
+        for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('records', 'log_records')"
+        )
+    }
+    if not tables:
         return
+    source = (
+        "SELECT pos, ts, key, value, headers FROM log_records ORDER BY pos"
+        if "log_records" in tables
+        else f"SELECT (topic_id << {_OFFSET_BITS + _PARTITION_BITS}) | (partition << "
+        f"{_OFFSET_BITS}) | offset AS pos, ts, key, value, headers FROM records ORDER BY pos"
+    )
     db.execute("BEGIN IMMEDIATE")
     try:
-        db.execute(
-            "INSERT INTO log_records (pos, ts, key, value, headers) "
-            f"SELECT (topic_id << {_OFFSET_BITS + _PARTITION_BITS}) | (partition << {_OFFSET_BITS})"
-            " | offset, ts, key, value, headers FROM records"
-        )
-        db.execute("DROP TABLE records")
+        run: list[OutRecord] = []
+        run_start = -1
+        reader = db.cursor()
+        writer = db.cursor()
+
+        def flush() -> None:
+            if run:
+                head = run_start >> _OFFSET_BITS
+                rows, _ = _segment_rows(
+                    head >> _PARTITION_BITS,
+                    head & (MAX_PARTITIONS - 1),
+                    run_start & _OFFSET_MASK,
+                    run,
+                    0,
+                )
+                writer.executemany(
+                    "INSERT INTO log_segments (pos, n, max_ts, data) VALUES (?, ?, ?, ?)", rows
+                )
+                run.clear()
+
+        for pos, ts, key, value, headers in reader.execute(source):
+            # A run is one partition's consecutive offsets.
+            if not run or pos != run_start + len(run) or len(run) == SEGMENT_RECORDS:
+                flush()
+                run_start = pos
+            run.append(OutRecord("", value, key, ts, _unpack_headers(headers) if headers else ()))
+        flush()
+        for table in tables:
+            db.execute(f"DROP TABLE {table}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -249,48 +406,49 @@ class EmbeddedLog(Log):
             self._relax(not durable)
             self._unsynced = self._unsynced or not durable
         topics = {name: self._topic(name) for name in {r.topic for r in records}}
-        # Resolve every record's partition before taking the write lock.
+        # Resolve every record's partition, and group the records by it, before taking the
+        # write lock.
         placed: list[tuple[int, int]] = []
+        groups: dict[tuple[int, int], list[OutRecord]] = {}
         for r in records:
             topic_id, count = topics[r.topic]
             if r.partition is not None:
                 if not 0 <= r.partition < count:
                     raise ValueError(f"{r.topic} has no partition {r.partition}")
-                placed.append((topic_id, r.partition))
+                tp = (topic_id, r.partition)
             elif r.key is not None:
-                placed.append((topic_id, partition_for(r.key, count)))
+                tp = (topic_id, partition_for(r.key, count))
             else:
-                placed.append((topic_id, 0))
+                tp = (topic_id, 0)
+            placed.append(tp)
+            group = groups.get(tp)
+            if group is None:
+                groups[tp] = [r]
+            else:
+                group.append(r)
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             # Read the next offsets inside the write transaction: another process may append.
             next_offset: dict[tuple[int, int], int] = {}
-            for tp in set(placed):
+            for tp in groups:
                 next_offset[tp] = db.execute(
                     "SELECT next_offset FROM partitions WHERE topic_id = ? AND partition = ?", tp
                 ).fetchone()[0]
             now = time.time_ns() // 1_000_000
             size = 0
-            rows = []
+            rows: list[tuple[int, int, int, bytes]] = []
+            for tp, group in groups.items():
+                made, made_size = _segment_rows(tp[0], tp[1], next_offset[tp], group, now)
+                rows += made
+                size += made_size
             positions: list[tuple[int, int]] = []
-            for (_t, value, key, stamp, headers, _p), tp in zip(records, placed, strict=True):
+            for tp in placed:
                 offset = next_offset[tp]
                 next_offset[tp] = offset + 1
                 positions.append((tp[1], offset))
-                size += len(value)
-                rows.append(
-                    (
-                        _pos(tp[0], tp[1], offset),
-                        now if stamp is None else stamp,
-                        key,
-                        value,
-                        _pack_headers(headers) if headers else None,
-                    )
-                )
             db.executemany(
-                "INSERT INTO log_records (pos, ts, key, value, headers) VALUES (?, ?, ?, ?, ?)",
-                rows,
+                "INSERT INTO log_segments (pos, n, max_ts, data) VALUES (?, ?, ?, ?)", rows
             )
             db.executemany(
                 "UPDATE partitions SET next_offset = ? WHERE topic_id = ? AND partition = ?",
@@ -333,58 +491,95 @@ class EmbeddedLog(Log):
 
     # -- read ----------------------------------------------------------------------------------
 
-    def _rows(
-        self, columns: str, topic: str, partition: int, offset: int, max_records: int
-    ) -> list[Any]:
+    def _spans(
+        self, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[tuple[_Segment, int, int, int]]:
+        """The segments holding up to ``max_records`` records of a partition from ``offset``
+        on, in offset order, each with the range of its records wanted and the offset of the
+        first of those."""
         topic_id, _ = self._topic(topic)
         base = _pos(topic_id, partition)
-        return self._db.execute(
-            f"SELECT {columns} FROM log_records WHERE pos >= ? AND pos < ? ORDER BY pos LIMIT ?",
-            (base + offset, base + _OFFSET_MASK + 1, max_records),
-        ).fetchall()
+        at = base + offset
+        cursor = self._db.execute(
+            # From the last segment that starts at or before the offset (it may hold it).
+            "SELECT pos, n, data FROM log_segments WHERE pos >= coalesce("
+            "(SELECT max(pos) FROM log_segments WHERE pos >= ? AND pos <= ?), ?) "
+            "AND pos < ? ORDER BY pos",
+            (base, at, base, base + _OFFSET_MASK + 1),
+        )
+        spans = []
+        wanted = max_records
+        try:
+            for pos, n, data in cursor:
+                start = max(0, at - pos)
+                if start >= n:
+                    continue
+                stop = min(n, start + wanted)
+                spans.append((_Segment(data, n), start, stop, (pos & _OFFSET_MASK) + start))
+                wanted -= stop - start
+                if wanted <= 0:
+                    break
+        finally:
+            cursor.close()  # ends the statement, and with it the read snapshot
+        return spans
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int = 10_000
     ) -> list[Record]:
-        rows = self._rows("pos, ts, key, value, headers", topic, partition, offset, max_records)
-        return [
-            Record(
-                topic,
-                partition,
-                pos & _OFFSET_MASK,
-                ts,
-                key,
-                value,
-                _unpack_headers(headers) if headers else (),
+        found: list[Record] = []
+        for segment, start, stop, first in self._spans(topic, partition, offset, max_records):
+            found += map(
+                Record,
+                repeat(topic),
+                repeat(partition),
+                range(first, first + stop - start),
+                segment.stamps(start, stop),
+                segment.keys(start, stop),
+                segment.values(start, stop),
+                segment.headers(start, stop),
             )
-            for pos, ts, key, value, headers in rows
-        ]
+        return found
 
     async def read_columns(
         self, topic: str, partition: int, offset: int, max_records: int = 10_000
     ) -> Columns:
-        rows = self._rows("pos, ts, key, value", topic, partition, offset, max_records)
-        if not rows:
+        spans = self._spans(topic, partition, offset, max_records)
+        if not spans:
             return Columns.of(topic, partition, [])
-        positions, stamps, keys, values = zip(*rows, strict=True)
+        keys: list[bytes | None] = []
+        values: list[bytes] = []
+        for segment, start, stop, _first in spans:
+            keys += segment.keys(start, stop)
+            values += segment.values(start, stop)
         return Columns(
             topic,
             partition,
-            np.array(positions, dtype=np.int64) & _OFFSET_MASK,
-            np.array(stamps, dtype=np.int64),
-            list(keys),
-            list(values),
+            np.concatenate(
+                [
+                    np.arange(first, first + stop - start, dtype=np.int64)
+                    for _s, start, stop, first in spans
+                ]
+            ),
+            np.concatenate(
+                [segment.stamp_array(start, stop) for segment, start, stop, _f in spans]
+            ),
+            keys,
+            values,
         )
 
     async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
         topic_id, _ = self._topic(topic)
         base = _pos(topic_id, partition)
+        # The first segment holding a record at or after the time holds the first such record.
         row = self._db.execute(
-            "SELECT min(pos) FROM log_records WHERE pos >= ? AND pos < ? AND ts >= ?",
+            "SELECT pos, n, data FROM log_segments WHERE pos >= ? AND pos < ? AND max_ts >= ? "
+            "ORDER BY pos LIMIT 1",
             (base, base + _OFFSET_MASK + 1, timestamp_ms),
         ).fetchone()
-        if row[0] is not None:
-            return int(row[0]) & _OFFSET_MASK
+        if row is not None:
+            pos, n, data = row
+            later = np.frombuffer(data, _TIMES, n) >= timestamp_ms
+            return int(pos & _OFFSET_MASK) + int(np.argmax(later))
         return (await self.end_offsets(topic))[partition]
 
     async def end_offsets(self, topic: str) -> dict[int, int]:

@@ -189,3 +189,116 @@ def test_a_log_written_in_the_earlier_layout_is_migrated_intact(tmp_path: Path) 
         await log.close()
 
     asyncio.run(go())
+
+
+def test_the_previous_layout_of_one_row_per_record_is_migrated_intact(tmp_path: Path) -> None:
+    """Data directories written with one ``log_records`` row per record open with every
+    record kept, in segments."""
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "log.sqlite3")
+    db.executescript(
+        """
+        CREATE TABLE topics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+            partitions INTEGER NOT NULL, compacted INTEGER NOT NULL DEFAULT 0,
+            retention_ms INTEGER);
+        CREATE TABLE partitions (topic_id INTEGER NOT NULL, partition INTEGER NOT NULL,
+            next_offset INTEGER NOT NULL, PRIMARY KEY (topic_id, partition)) WITHOUT ROWID;
+        CREATE TABLE log_records (pos INTEGER PRIMARY KEY, ts INTEGER NOT NULL, key BLOB,
+            value BLOB NOT NULL, headers BLOB);
+        INSERT INTO topics VALUES (1, 'fs.a', 2, 0, NULL);
+        INSERT INTO partitions VALUES (1, 0, 3), (1, 1, 1);
+        """
+    )
+    base = 1 << 44  # topic 1, partition 0, offset 0 (topic << 44 | partition << 34 | offset)
+    db.executemany(
+        "INSERT INTO log_records VALUES (?, ?, ?, ?, ?)",
+        [
+            (base, 10, b"k", b"v1", None),
+            (base + 1, 5, None, b"v2", '[["h","x"]]'),
+            (base + 2, 30, b"k", b"v3", None),
+            (base + (1 << 34), 15, b"j", b"v4", None),
+        ],
+    )
+    db.commit()
+    db.close()
+
+    async def go() -> None:
+        log = EmbeddedLog.open(tmp_path)
+        got = [
+            (r.offset, r.timestamp_ms, r.key, r.value, r.headers)
+            for r in await log.read("fs.a", 0, 0)
+        ]
+        assert got == [
+            (0, 10, b"k", b"v1", ()),
+            (1, 5, None, b"v2", (("h", b"x"),)),
+            (2, 30, b"k", b"v3", ()),
+        ]
+        assert [(r.key, r.value) for r in await log.read("fs.a", 1, 0)] == [(b"j", b"v4")]
+        assert await log.offset_for_time("fs.a", 0, 11) == 2
+        assert await log.append([OutRecord("fs.a", b"v5", partition=0)]) == [(0, 3)]
+        await log.close()
+
+    asyncio.run(go())
+    db = sqlite3.connect(tmp_path / "log.sqlite3")
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert "log_records" not in tables
+    db.close()
+
+
+def test_segments_give_back_every_record_from_any_offset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records are stored a segment at a time: reads that start and stop anywhere within or
+    across segments, columns, and the search by time all see exactly the records appended,
+    whatever mix of missing keys, headers, explicit and missing timestamps they carry."""
+    import random
+
+    from streams import embedded
+
+    monkeypatch.setattr(embedded, "SEGMENT_RECORDS", 7)  # many segments, some cut mid-batch
+    rng = random.Random(5)
+    model: dict[int, list[tuple[int | None, bytes | None, bytes, tuple[tuple[str, bytes], ...]]]]
+    model = {0: [], 1: []}
+
+    async def go() -> None:
+        log = EmbeddedLog.open(tmp_path)
+        await log.create_topics([TopicSpec("t", 2)])
+        for _ in range(40):
+            batch = []
+            for _ in range(rng.choice([1, 2, 6, 7, 8, 20])):
+                partition = rng.randrange(2)
+                key = None if rng.random() < 0.3 else b"k%d" % rng.randrange(1000)
+                value = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+                stamp = None if rng.random() < 0.1 else rng.randrange(0, 10_000)
+                headers = (
+                    (("trace", bytes([rng.randrange(256)]) * 3), ("x", b""))
+                    if rng.random() < 0.2
+                    else ()
+                )
+                batch.append(OutRecord("t", value, key, stamp, headers, partition))
+                model[partition].append((stamp, key, value, headers))
+            assert len(await log.append(batch)) == len(batch)
+        for partition, expected in model.items():
+            everything = await log.read("t", partition, 0, 10**6)
+            assert [(r.key, r.value, r.headers) for r in everything] == [e[1:] for e in expected]
+            stamps = [r.timestamp_ms for r in everything]
+            for got, (stamp, *_rest) in zip(stamps, expected, strict=True):
+                assert stamp is None or got == stamp
+            assert [r.offset for r in everything] == list(range(len(expected)))
+            for _ in range(60):
+                offset = rng.randrange(len(expected) + 2)
+                limit = rng.randrange(1, 30)
+                part = await log.read("t", partition, offset, limit)
+                assert part == everything[offset : offset + limit]
+                columns = await log.read_columns("t", partition, offset, limit)
+                assert columns.offsets.tolist() == [r.offset for r in part]
+                assert columns.timestamps.tolist() == [r.timestamp_ms for r in part]
+                assert columns.keys == [r.key for r in part]
+                assert columns.values == [r.value for r in part]
+                when = rng.randrange(-10, 10_010)
+                first = next((i for i, t in enumerate(stamps) if t >= when), len(stamps))
+                assert await log.offset_for_time("t", partition, when) == first
+        await log.close()
+
+    asyncio.run(go())
