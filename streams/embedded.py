@@ -528,15 +528,19 @@ class EmbeddedLog(Log):
     ) -> list[Record]:
         found: list[Record] = []
         for segment, start, stop, first in self._spans(topic, partition, offset, max_records):
+            # tuple.__new__ on the fields: half the cost of calling the named tuple's class.
             found += map(
-                Record,
-                repeat(topic),
-                repeat(partition),
-                range(first, first + stop - start),
-                segment.stamps(start, stop),
-                segment.keys(start, stop),
-                segment.values(start, stop),
-                segment.headers(start, stop),
+                tuple.__new__,
+                repeat(Record),
+                zip(
+                    repeat(topic),
+                    repeat(partition),
+                    range(first, first + stop - start),
+                    segment.stamps(start, stop),
+                    segment.keys(start, stop),
+                    segment.values(start, stop),
+                    segment.headers(start, stop),
+                ),
             )
         return found
 
