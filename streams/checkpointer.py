@@ -36,6 +36,9 @@ EVERY_BYTES = 16 << 20
 RESTART_AFTER = 4
 """How many times ``every_bytes`` the WAL may grow to before a checkpoint restarts it."""
 
+RESTART_WAIT_S = 1.0
+"""The longest a restarting checkpoint waits for others (see :meth:`Checkpointer._run`)."""
+
 COMMIT_BYTES = 8192
 """What a commit adds to the WAL besides its payload (it rewrites at least a B-tree leaf and
 the pages above it), so that small commits (offsets, positions) also bring a checkpoint."""
@@ -75,7 +78,12 @@ class Checkpointer:
         self._wake.set()
 
     def _run(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        # The busy timeout bounds how long a RESTART checkpoint waits for the writer's
+        # transaction and for readers of older snapshots, holding new writers back meanwhile;
+        # past it the checkpoint gives up and the next one tries again.
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=RESTART_WAIT_S
+        )
         page = db.execute("PRAGMA page_size").fetchone()[0]
         try:
             while True:
