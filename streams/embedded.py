@@ -292,8 +292,11 @@ def _unpack_headers(blob: bytes | None) -> Headers:
 
 
 MARKS_KEPT = 10_000
-"""Batch marks kept per stage (older ones are deleted as new ones are written): a restart
-needs only those after the stage's last commit."""
+"""Batch marks kept per stage at least (older ones are deleted as new ones are written, every
+:data:`_MARKS_PRUNED_EVERY` batches): a restart needs only those after the stage's last
+commit."""
+
+_MARKS_PRUNED_EVERY = 64
 
 
 class EmbeddedLog(Log):
@@ -315,6 +318,10 @@ class EmbeddedLog(Log):
         """Whether an append may not be durable yet: one since the last sync skipped its
         fsync, or (when the log is opened) a process before this one did."""
         self._checkpointer = Checkpointer(path)
+        self._next_offsets: dict[tuple[int, int], int] = {}
+        """Every partition's next offset as of this connection's last append, valid while
+        :attr:`_data_version` says no other connection has written since."""
+        self._data_version: int | None = None
 
     @classmethod
     def open(cls, data_dir: Path | str, *, synchronous: str = "FULL") -> EmbeddedLog:
@@ -429,12 +436,20 @@ class EmbeddedLog(Log):
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            # Read the next offsets inside the write transaction: another process may append.
-            next_offset: dict[tuple[int, int], int] = {}
-            for tp in groups:
-                next_offset[tp] = db.execute(
-                    "SELECT next_offset FROM partitions WHERE topic_id = ? AND partition = ?", tp
-                ).fetchone()[0]
+            # The next offsets as of inside the write transaction: another connection (in this
+            # process or another) may have appended since this one last did, which SQLite's
+            # data_version tells (it changes with every commit of another connection).
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            known = self._next_offsets
+            if version != self._data_version or not all(tp in known for tp in groups):
+                known = self._next_offsets = {
+                    (t, p): o
+                    for t, p, o in db.execute(
+                        "SELECT topic_id, partition, next_offset FROM partitions"
+                    )
+                }
+                self._data_version = version
+            next_offset = {tp: known[tp] for tp in groups}
             now = time.time_ns() // 1_000_000
             size = 0
             rows: list[tuple[int, int, int, bytes]] = []
@@ -459,14 +474,17 @@ class EmbeddedLog(Log):
                     "INSERT OR REPLACE INTO batch_marks (stage, batch, inputs) VALUES (?, ?, ?)",
                     (mark.stage, mark.batch, orjson.dumps(mark.inputs)),
                 )
-                db.execute(
-                    "DELETE FROM batch_marks WHERE stage = ? AND batch <= ?",
-                    (mark.stage, mark.batch - MARKS_KEPT),
-                )
+                if mark.batch % _MARKS_PRUNED_EVERY == 0:
+                    db.execute(
+                        "DELETE FROM batch_marks WHERE stage = ? AND batch <= ?",
+                        (mark.stage, mark.batch - MARKS_KEPT),
+                    )
             db.execute("COMMIT")
         except BaseException:
+            self._data_version = None  # the offsets known may be ahead of the log's
             db.execute("ROLLBACK")
             raise
+        known.update(next_offset)
         self._checkpointer.wrote(size)
         return positions
 

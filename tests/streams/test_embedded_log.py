@@ -302,3 +302,30 @@ def test_segments_give_back_every_record_from_any_offset(
         await log.close()
 
     asyncio.run(go())
+
+
+def test_two_writers_on_one_log_take_turns_without_colliding(tmp_path: Path) -> None:
+    """Each connection keeps the next offsets it last wrote; another connection's append in
+    between (SQLite's data_version moves) makes it read them again, so offsets continue."""
+
+    async def go() -> None:
+        a = EmbeddedLog.open(tmp_path)
+        b = EmbeddedLog.open(tmp_path)
+        await a.create_topics([TopicSpec("t", 2)])
+        expected: list[bytes] = []
+        for i in range(6):
+            writer = a if i % 3 else b
+            value = b"v%d" % i
+            assert await writer.append([OutRecord("t", value, partition=1)]) == [(1, i)]
+            expected.append(value)
+        # A failed append leaves the offsets known as they were.
+        with pytest.raises(ValueError, match="no partition 7"):
+            await a.append([OutRecord("t", b"x", partition=1), OutRecord("t", b"y", partition=7)])
+        assert await a.append([OutRecord("t", b"v6", partition=1)]) == [(1, 6)]
+        expected.append(b"v6")
+        assert [r.value for r in await b.read("t", 1, 0)] == expected
+        assert await b.end_offsets("t") == {0: 0, 1: 7}
+        await a.close()
+        await b.close()
+
+    asyncio.run(go())
