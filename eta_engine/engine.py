@@ -740,40 +740,58 @@ class EtaEngine:
         # step to close and is done for all its pings at once. Counters live in locals and
         # are written back before anything else can read them; the step's ping lists are
         # emptied in place when it closes, so the locals stay valid.
+        # ``step`` is the watermark's step, so an event enters a later step exactly when its
+        # time reaches ``boundary``, the next step's start (which the watermark is short of):
+        # a ping's only test. The watermark and the sequence numbers of a run of pings follow
+        # from the run (its largest time, the pings' places), worked out where they are read.
+        boundary = -math.inf if step is None else (step + 1) * step_ms
         for i in range(n_rows + 1):
             upto = before[i] if i < n_rows else len(times)
-            for j in range(done, upto):
-                t = times[j]
-                if mark is None or t > mark:
-                    tick = t // step_ms
-                    if tick != step:
+            if upto > done:
+                # The j-th ping's sequence number is base + j; pings from ``unmarked`` on are
+                # not yet in ``mark``.
+                base = seq + 1 - done
+                unmarked = done
+                for j in range(done, upto):
+                    t = times[j]
+                    if t >= boundary:
                         if step is not None:
+                            if j > unmarked:
+                                newest = max(times[unmarked:j])
+                                if mark is None or newest > mark:
+                                    mark = newest
                             self._watermark = mark
-                            self._seq = seq
+                            self._seq = base + j - 1
                             self._close_step()
-                        step = self._step = tick
-                    mark = t
-                seq += 1
-                tech = techs_get(tids[j])
-                # Off shift: private, dropped unread. Late: older than a position taken.
-                if tech is None or not tech.on_shift or t <= tech.seen_ms:
-                    continue
-                tech.seen_ms = t
-                last[tech.id] = len(pending)
-                pending.append((tech.id, t, seq, tech.en_route, source, j))
-            done = upto
+                        step = self._step = t // step_ms
+                        boundary = (step + 1) * step_ms
+                        mark = t
+                        unmarked = j + 1
+                    tech = techs_get(tids[j])
+                    # Off shift: private, dropped unread. Late: older than a position taken.
+                    if tech is None or not tech.on_shift or t <= tech.seen_ms:
+                        continue
+                    tech.seen_ms = t
+                    last[tech.id] = len(pending)
+                    pending.append((tech.id, t, base + j, tech.en_route, source, j))
+                if upto > unmarked:
+                    newest = max(times[unmarked:upto])
+                    if mark is None or newest > mark:
+                        mark = newest
+                seq = base + upto - 1
+                done = upto
             if i == n_rows:
                 break
             event, position = rows[i]
             t = event.time
             if mark is None or t > mark:
-                tick = t // step_ms
-                if tick != step:
+                if t >= boundary:
                     if step is not None:
                         self._watermark = mark
                         self._seq = seq
                         self._close_step()
-                    step = self._step = tick
+                    step = self._step = t // step_ms
+                    boundary = (step + 1) * step_ms
                 mark = t
             seq += 1
             handler = handlers_get(type(event))

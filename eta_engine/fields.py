@@ -186,15 +186,16 @@ class FieldStore:
         else:
             edges: list[int] = []
             node = origin
-            next_edge = static.next_edge
-            heads = self.graph.edge_dst
+            # Read through memoryviews: an element is a Python int at once.
+            next_edge = static.next_edge.data
+            heads = self.graph.edge_dst.data
             # A walk down the tree: once per leg (at assignment or departure), never per ping.
             for _ in range(self.graph.n_nodes):
                 if node == dst:
                     break
-                e = int(next_edge[node])
+                e = next_edge[node]
                 edges.append(e)
-                node = int(heads[e])
+                node = heads[e]
             path = np.asarray(edges, dtype=np.int64)
             leg = Leg(origin, dst, path, path_suffix(path, self.base_time_s))
         self._legs[key] = leg

@@ -22,6 +22,7 @@ byte for byte.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import orjson
 
@@ -128,7 +129,8 @@ class EtaProcessor:
         self.engine = EtaEngine(graph, config or EtaConfig())
         self.checkpoint_every = checkpoint_every
         self._batches = 0
-        self._tids: dict[bytes, str] = {}
+        self._tids: dict[bytes | None, str] = {}
+        """Technician ids by ping key (a key-less ping is looked up too, never found)."""
 
     def restore(self, store: StateStore, state: StageState) -> None:
         snapshot = state.kv.get("engine")
@@ -164,25 +166,30 @@ class EtaProcessor:
             before.append(ordered[i])
         source = _LogPings(pings, self.name)
         known = self._tids
-        tids: list[str] = []
-        for row, key in enumerate(pings.keys):
-            if key is None:  # not as ingest writes pings: the technician is in the value
-                event = decode_trusted(pings.values[row])
-                if isinstance(event, GpsPinged):
-                    tid = event.technician_id
+        # Nearly every key is a technician already seen: all looked up at once, the rest
+        # (new keys, pings without a key) worked out one by one, in order.
+        tids: list[str | None] = list(map(known.get, pings.keys))
+        if None in tids:
+            for row, key in enumerate(pings.keys):
+                if tids[row] is not None:
+                    continue
+                if key is None:  # not as ingest writes pings: the technician is in the value
+                    event = decode_trusted(pings.values[row])
+                    if isinstance(event, GpsPinged):
+                        tid = event.technician_id
+                    else:
+                        source.ping(row)  # sends it to fs.dlq
+                        tid = ""  # nobody's: not used
                 else:
-                    source.ping(row)  # sends it to fs.dlq
-                    tid = ""  # nobody's: not used
-            else:
-                cached = known.get(key)
-                if cached is None:
-                    tid = key.decode("utf-8", "replace")
-                    if len(known) < 100_000:  # a cache: bounded, refilled at will
-                        known[key] = tid
-                else:
-                    tid = cached
-            tids.append(tid)
-        columns = PingColumns(tids, pings.timestamps.tolist(), before, source)
+                    cached = known.get(key)
+                    if cached is None:
+                        tid = key.decode("utf-8", "replace")
+                        if len(known) < 100_000:  # a cache: bounded, refilled at will
+                            known[key] = tid
+                    else:
+                        tid = cached
+                tids[row] = tid
+        columns = PingColumns(cast(list[str], tids), pings.timestamps.tolist(), before, source)
         derived = self.engine.apply_columns(rows, columns)
         derived += self.engine.flush()
         source.dead_letters(result)

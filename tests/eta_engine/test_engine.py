@@ -4,6 +4,7 @@ snapshots, replays), no look-ahead, privacy, queue chaining and late alerts."""
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 from collections.abc import Callable
 
@@ -94,6 +95,52 @@ def test_batch_boundaries_do_not_change_outputs(
     graph: RoadGraph, day: Stream, outputs: list[bytes], batch: int
 ) -> None:
     assert _run(graph, day, batch=batch) == outputs
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_batch_of_pings_in_any_time_order_is_applied_as_one_event_at_a_time(
+    graph: RoadGraph, day: Stream, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of pings works out the watermark, the step changes and the sequence numbers
+    from the run as a whole: the same as event by event, with pings late, equal in time, or
+    crossing into later steps in every mix: each step closes where and at the watermark it
+    should, the whole state agrees, and a ping's sequence number is its place."""
+    rng = random.Random(seed)
+    stream: Stream = []
+    for n, (event, position) in enumerate(day):
+        if isinstance(event, k.GpsPinged) and rng.random() < 0.5:
+            at = event.time + rng.choice([-3 * MIN, -1, 0, 1, MIN // 2, 2 * MIN])
+            stream.append(_ping(n, event.technician_id, at, event.lat, event.lon))
+        stream.append((event, position))
+    place = {event.id: n + 1 for n, (event, _) in enumerate(stream)}
+    closes: dict[int, list[tuple[int | None, int]]] = {}
+    close_step = EtaEngine._close_step
+
+    def spy(engine: EtaEngine) -> None:
+        closes.setdefault(id(engine), []).append((engine._watermark, engine._seq))
+        close_step(engine)
+
+    monkeypatch.setattr(EtaEngine, "_close_step", spy)
+    whole, single = EtaEngine(graph), EtaEngine(graph)
+    for at in range(0, len(stream), 400):
+        batch = stream[at : at + 400]
+        out = [encode(e) for e in whole.apply(batch)]
+        assert out == [encode(e) for item in batch for e in single.apply([item])]
+        state = whole.snapshot()
+        assert orjson.dumps(state) == orjson.dumps(single.snapshot())
+        assert state["seq"] == at + len(batch)
+        assert state["watermark"] == max(e.time for e, _ in stream[: at + len(batch)])
+        assert all(row[7] == place[row[6][0]] for row in state["pings"])
+    # A step closes just before the first event of a later one, at the largest time so far.
+    step_ms = round(EtaConfig().step_s * 1000)
+    expected: list[tuple[int | None, int]] = []
+    mark: int | None = None
+    for n, (event, _) in enumerate(stream):
+        if mark is not None and event.time // step_ms > mark // step_ms:
+            expected.append((mark, n))
+        mark = event.time if mark is None else max(mark, event.time)
+    assert len(expected) > 100
+    assert closes[id(whole)] == closes[id(single)] == expected
 
 
 @pytest.mark.parametrize("cut", [5, 140, 391, 600])
