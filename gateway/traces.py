@@ -263,7 +263,7 @@ def parse_traces(text: str, *, skip_bad: bool = False) -> RawTraces:
         n_rows = len(rows)
 
     def ids(column: str) -> list[str]:
-        values = [v.strip() for v in cells[column]]
+        values = list(map(str.strip, cells[column]))
         if not all(values):
             for i, value in enumerate(values):
                 if not value and i not in bad:
@@ -436,19 +436,29 @@ def jumps(
     return out
 
 
+def _coded(values: list[str]) -> tuple[list[str], IntArray]:
+    """The distinct values, sorted, and each value's place among them: what
+    ``np.unique(np.asarray(values, dtype=str), return_inverse=True)`` gives, from a dictionary
+    (several times faster on a file's ids). numpy's fixed-width text drops trailing NULs
+    (merging ``"a\\0"`` with ``"a"``): values holding a NUL are left to numpy, to stay the same."""
+    distinct = dict.fromkeys(values)
+    if any("\0" in value for value in distinct):
+        names, codes = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+        return names.tolist(), codes.astype(np.int64).ravel()
+    ordered = sorted(distinct)
+    place = {value: i for i, value in enumerate(ordered)}
+    return ordered, np.fromiter(map(place.__getitem__, values), np.int64, len(values))
+
+
 def prepare(raw: RawTraces, graph: RoadGraph, rules: TraceRules = TraceRules()) -> Trips:
     """Sort, filter and check the fixes, and cut them into trips (see the module docstring)."""
     filtered: Counter[str] = Counter()
     skipped: list[Skipped] = []
-    vehicle_names, vcode = np.unique(np.asarray(raw.vehicle, dtype=str), return_inverse=True)
-    trip_names, tcode = np.unique(np.asarray(raw.trip, dtype=str), return_inverse=True)
-    vcode = vcode.astype(np.int64).ravel()
-    tcode = tcode.astype(np.int64).ravel()
+    vnames, vcode = _coded(raw.vehicle)
+    tnames, tcode = _coded(raw.trip)
     order = np.lexsort((raw.line, raw.time_ms, vcode))
     veh, trip, t = vcode[order], tcode[order], raw.time_ms[order]
     lat, lon = raw.lat[order], raw.lon[order]
-    tnames: list[str] = trip_names.tolist()
-    vnames: list[str] = vehicle_names.tolist()
 
     def keep(mask: BoolArray) -> None:
         nonlocal veh, trip, t, lat, lon
@@ -755,7 +765,7 @@ def trace_events(trips: Trips, rules: TraceRules = TraceRules(), region: str = "
     tech_text = [_json_text(v) for v in trips.vehicle_names]
     speed, heading = motion(trips, rules)
     pings = encode_pings(
-        [f"trace-{n:09d}".encode() for n in ping_seq.tolist()],
+        list(map(b"trace-%09d".__mod__, ping_seq.tolist())),
         trips.time_ms,
         [tech_text[v] for v in trips.vehicle.tolist()],
         trips.lat,
@@ -767,20 +777,19 @@ def trace_events(trips: Trips, rules: TraceRules = TraceRules(), region: str = "
     times = np.concatenate([np.fromiter((a for a, _, _ in made), np.int64, m), trips.time_ms])
     seqs = np.concatenate([np.fromiter((b for _, b, _ in made), np.int64, m), ping_seq])
     order = np.lexsort((seqs, times)).tolist()
-    events = [
+    # The events' records, then the pings' (made by one map), put in log order.
+    records = [
         OutRecord(TOPIC_OF[ev.type].name, encode(ev), ev.key.encode(), at) for at, _, ev in made
     ]
-    gps = TOPIC_OF["GpsPinged"].name
     keys = [v.encode() for v in trips.vehicle_names]
-    vehicle = trips.vehicle.tolist()
-    ping_times = trips.time_ms.tolist()
-    records = [
-        events[i]
-        if i < m
-        else OutRecord(gps, pings[i - m], keys[vehicle[i - m]], ping_times[i - m])
-        for i in order
-    ]
-    return Replay(records, pings, truth, sites)
+    records += map(
+        OutRecord,
+        itertools.repeat(TOPIC_OF["GpsPinged"].name, len(pings)),
+        pings,
+        [keys[v] for v in trips.vehicle.tolist()],
+        trips.time_ms.tolist(),
+    )
+    return Replay([records[i] for i in order], pings, truth, sites)
 
 
 # -- the run -----------------------------------------------------------------------------------

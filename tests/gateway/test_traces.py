@@ -236,6 +236,27 @@ def test_a_plain_file_reads_as_the_csv_reader_reads_it(skip_bad: bool) -> None:
     assert tr.parse_traces(csv_text([], header)).rows == 0
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_ids_are_coded_as_numpy_codes_them(seed: int) -> None:
+    # Sorted distinct ids and each row's place among them, as np.unique gives them, for ids
+    # of any characters (a NUL too: numpy drops a trailing one, and so two ids merge).
+    rng = np.random.default_rng(seed)
+    alphabet = ["a", "b", "Z", "0", "-", " ", "é", "ß", "中", "\U0001f69a", "\x01"]
+    if seed % 2:
+        alphabet.append("\0")
+    values = [
+        "".join(rng.choice(alphabet, size=rng.integers(0, 4)).tolist())
+        for _ in range(rng.integers(0, 60))
+    ]
+    if seed % 2:
+        values += [value + "\0" for value in values[:5]]
+    names, codes = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+    got_names, got_codes = tr._coded(values)
+    assert got_names == names.tolist()
+    assert got_codes.dtype == np.int64
+    assert got_codes.tolist() == codes.ravel().tolist()
+
+
 def test_the_header_must_name_every_column() -> None:
     with pytest.raises(tr.TraceError, match=r"line 1, column 'lon': the header has no column"):
         tr.parse_traces("trip_id,vehicle_id,unix_time,lat\nt,v,1,2\n")
