@@ -864,10 +864,12 @@ def encode_ping_columns(
     import numpy as np
 
     pieces, fields = _ping_template(source, accuracy_m is not None)
-    stamps = np.datetime_as_string(np.asarray(time_ms).astype("datetime64[ms]"), unit="ms")
+    # numpy's own ISO text of a millisecond datetime, made straight as bytes (the text of
+    # np.datetime_as_string(..., unit="ms"), a quarter of the time).
+    stamps = np.asarray(time_ms).astype("datetime64[ms]").astype("S")
     columns: dict[str, Sequence[bytes]] = {
         "id": ids,
-        "time": stamps.astype("S").tolist(),
+        "time": stamps.tolist(),
         "subject": technicians,
         "technician_id": technicians,
         "lat": _float_texts(lat),

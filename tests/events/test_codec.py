@@ -192,3 +192,34 @@ def test_pings_encoded_a_column_at_a_time_are_the_codecs_bytes() -> None:
             for i in range(2)
         ]
         assert got == want
+
+
+def test_ping_columns_write_every_time_as_the_codec_does() -> None:
+    # Times from 1970 to 2200 to the millisecond (the column path formats them with numpy).
+    import numpy as np
+
+    from events.codec import encode_ping_columns
+
+    rng = np.random.default_rng(7)
+    times = np.concatenate(
+        [[0, 1, 999, 1000, 951_782_400_000], rng.integers(0, 7_258_118_400_000, 300)]
+    ).astype(np.int64)
+    n = len(times)
+    lat, lon = rng.uniform(-90, 90, n), rng.uniform(-180, 180, n)
+    nan = np.full(n, np.nan)
+    got = encode_ping_columns("src/x", [b"p"] * n, times, [b"T"] * n, lat, lon, nan, nan)
+    want = [
+        encode(
+            kinds.GpsPinged(
+                id="p",
+                source="src/x",
+                time=int(times[i]),
+                subject="T",
+                technician_id="T",
+                lat=float(lat[i]),
+                lon=float(lon[i]),
+            )
+        )
+        for i in range(n)
+    ]
+    assert got == want
