@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from aggregates.facts import _ENVELOPE, _plain, fact_of
+from aggregates.facts import _ENVELOPE, Fact, _plain, fact_of
 from events.base import Event
 from tests.events.samples import SAMPLES
 
@@ -25,3 +25,15 @@ def test_a_fact_holds_the_json_form_of_every_data_field(event: Event) -> None:
     assert (fact.originator_id, fact.originator_version, fact.effect) == ("agg-1", 3, "backfilled")
     assert (fact.kind, fact.event_id, fact.at) == (event.type, event.id, event.time)
     assert fact.event() == event
+
+
+@pytest.mark.parametrize("effect", ["applied", "backfilled"])
+def test_fact_of_makes_what_the_dataclass_makes(effect: str) -> None:
+    for event in SAMPLES:
+        fact = fact_of(event, "agg-1", 3, effect)
+        made = Fact("agg-1", 3, event.type, event.id, event.time, event.source, event.subject,
+                    fact.data, effect)  # fmt: skip
+        assert fact == made
+        assert list(vars(fact).items()) == list(vars(made).items())  # what the mapper reads
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            fact.effect = "x"  # type: ignore[misc]

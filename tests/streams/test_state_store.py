@@ -139,4 +139,6 @@ def test_facts_are_stored_as_the_library_mapper_stores_them() -> None:
     mapper: Mapper[str] = Mapper(transcoder=OrjsonTranscoder())
     for i, event in enumerate(SAMPLES):
         fact = fact_of(event, f"agg-{i}", i + 1, "backfilled" if i % 2 else "applied")
-        assert stored_fact(fact) == mapper.to_stored_event(fact), event.type
+        stored = stored_fact(fact)
+        assert stored == mapper.to_stored_event(fact), event.type
+        assert list(vars(stored).items()) == list(vars(mapper.to_stored_event(fact)).items())
