@@ -22,6 +22,11 @@ class Accept:
     effect: str = APPLIED
 
 
+ACCEPT = Accept()
+"""The plain acceptance, which deciders return rather than make anew for each event (a
+decision is an immutable value)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ignore:
     reason: str

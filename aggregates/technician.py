@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregates.decisions import Accept, Decision, Ignore, Park
+from aggregates.decisions import ACCEPT, Decision, Ignore, Park
 from aggregates.facts import Fact
 from events import kinds as k
 from events.base import Event
@@ -130,19 +130,20 @@ detections, recorded so a detection is emitted once)."""
 
 def decide(tech: Technician | None, event: Event) -> Decision:
     """What to do with a technician-keyed input."""
-    if event.type not in TECHNICIAN_FACTS:
+    kind = event.type
+    if kind not in TECHNICIAN_FACTS:
         # On the technician's stream for the ETA engine (a part missing on site), but not
         # part of the Technician's own state.
-        return Ignore(f"{event.type} does not change a technician")
+        return Ignore(f"{kind} does not change a technician")
     if tech is not None and event.id in tech.event_ids:
         return Ignore("repeated event id")
-    if event.type == "TechnicianRegistered":
-        return Accept()
+    if kind == "TechnicianRegistered":
+        return ACCEPT
     if tech is None or not tech.registered:
-        return Park("unknown_technician", f"{event.type} for an unregistered technician")
-    if event.type == "ShiftEnded" and not tech.on_shift:
+        return Park("unknown_technician", f"{kind} for an unregistered technician")
+    if kind == "ShiftEnded" and not tech.on_shift:
         return Ignore("not on shift")
-    return Accept()
+    return ACCEPT
 
 
 def evolve(tech: Technician | None, fact: Fact, event: Event | None = None) -> Technician:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from aggregates.decisions import Accept, Decision, Ignore, Park, Reject
+from aggregates.decisions import ACCEPT, Accept, Decision, Ignore, Park, Reject
 from aggregates.facts import BACKFILLED, Fact
 from events import kinds as k
 from events.base import Event
@@ -223,7 +223,7 @@ def decide(order: WorkOrder | None, event: Event, skills_of: SkillsOf) -> Decisi
         assert isinstance(event, k.WorkOrderBooked)
         if event.window_end <= event.window_start:
             return Reject("invalid_window", "field 'data.window_end': must be after window_start")
-        return Accept()
+        return ACCEPT
     if order is None:
         return Park("unknown_work_order", f"{kind} for a work order that was never booked")
     handler = _DECIDERS.get(kind)
@@ -257,7 +257,7 @@ def _decide_assigned(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Dec
             f"technician {event.technician_id} lacks {', '.join(missing)} "
             f"required by {order.job_type} on {order.id}",
         )
-    return Accept()
+    return ACCEPT
 
 
 def _decide_unassigned(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Decision:
@@ -276,7 +276,7 @@ def _decide_unassigned(order: WorkOrder, event: Event, skills_of: SkillsOf) -> D
             "illegal_transition",
             f"cannot unassign {event.technician_id}: the visit is {order.status}",
         )
-    return Accept()
+    return ACCEPT
 
 
 def _decide_step(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Decision:
@@ -302,10 +302,10 @@ def _decide_step(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Decisio
             return Ignore("departure already recorded")
         if visit.completed_at is None:
             return Park("illegal_transition", f"departure from {order.id} before completion")
-        return Accept()
+        return ACCEPT
     allowed = TRANSITIONS[kind]
     if status in allowed:
-        return Accept()
+        return ACCEPT
     step = STEP_RANK[kind]
     here = RANK[status]
     if step <= here:
@@ -327,7 +327,7 @@ def _decide_part(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Decisio
     assert technician is not None
     if _visit_of(order, technician) is None:
         return Park("not_assigned", f"{event.type}: {technician} has no visit on {order.id}")
-    return Accept()
+    return ACCEPT
 
 
 def _decide_rescheduled(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Decision:
@@ -335,7 +335,7 @@ def _decide_rescheduled(order: WorkOrder, event: Event, skills_of: SkillsOf) -> 
     if event.window_end <= event.window_start:
         return Reject("invalid_window", "field 'data.window_end': must be after window_start")
     if order.status in TRANSITIONS["WorkOrderRescheduled"]:
-        return Accept()
+        return ACCEPT
     return Reject("illegal_transition", f"cannot reschedule {order.id} while it is {order.status}")
 
 
@@ -343,12 +343,12 @@ def _decide_cancelled(order: WorkOrder, event: Event, skills_of: SkillsOf) -> De
     if order.status is S.CANCELLED:
         return Ignore("already cancelled")
     if order.status in TRANSITIONS["WorkOrderCancelled"]:
-        return Accept()
+        return ACCEPT
     return Reject("illegal_transition", f"cannot cancel {order.id} while it is {order.status}")
 
 
 def _decide_contacted(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Decision:
-    return Accept()
+    return ACCEPT
 
 
 def _completed_visit(order: WorkOrder) -> bool:
@@ -358,7 +358,7 @@ def _completed_visit(order: WorkOrder) -> bool:
 def _decide_rated(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Decision:
     if not _completed_visit(order):
         return Park("illegal_transition", f"rating of {order.id} before any visit was completed")
-    return Accept()
+    return ACCEPT
 
 
 def _decide_invoiced(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Decision:
@@ -367,14 +367,14 @@ def _decide_invoiced(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Dec
         return Ignore(f"invoice {event.invoice_id} already issued")
     if not _completed_visit(order):
         return Park("illegal_transition", f"invoice for {order.id} before any visit was completed")
-    return Accept()
+    return ACCEPT
 
 
 def _decide_disputed(order: WorkOrder, event: Event, skills_of: SkillsOf) -> Decision:
     assert isinstance(event, k.InvoiceDisputed)
     if event.invoice_id not in order.invoices:
         return Park("unknown_invoice", f"dispute of invoice {event.invoice_id} never issued")
-    return Accept()
+    return ACCEPT
 
 
 Decider = Callable[[WorkOrder, Event, SkillsOf], Decision]

@@ -68,6 +68,10 @@ _BATCH_FENCE = True
 technicians that cannot hit a fence (see :meth:`FleetProcessor._fence_prefilter`)."""
 
 
+_PART_KINDS = (k.PartPicked, k.PartUsed, k.PartMissing)
+"""Parts picked, used and missing: re-keyed to their technician as themselves."""
+
+
 def _position(record: Record, event: Event) -> Causation:
     return Causation(event.id, record.topic, record.partition, record.offset)
 
@@ -114,7 +118,9 @@ class _Parking:
 
     def take(self, aggregate_id: str) -> list[_Parked]:
         """Remove and return an aggregate's parked events, oldest first."""
-        items = self.by_aggregate.pop(aggregate_id, [])
+        items = self.by_aggregate.pop(aggregate_id, None)
+        if items is None:
+            return []  # the usual case, asked after every change of every aggregate
         for item in items:
             self._ids.discard(item.event.id)
         return sorted(items, key=lambda p: (p.event.time, p.record.offset))
@@ -359,7 +365,7 @@ class WorkOrderProcessor(_Base):
                 result.outputs.append(
                     OutRecord(BY_TECHNICIAN.name, raw, holder.encode(), event.time)
                 )
-        if isinstance(event, k.PartPicked | k.PartUsed | k.PartMissing):
+        if isinstance(event, _PART_KINDS):
             result.outputs.append(
                 OutRecord(
                     BY_TECHNICIAN.name, record.value, event.technician_id.encode(), event.time
@@ -839,10 +845,9 @@ class FleetProcessor(_Base):
         tech = self.technicians.get(tid)
         decision = tech_agg.decide(tech, event)
         if isinstance(decision, Accept):
-            before = dict(tech.jobs) if tech is not None else {}
             tech = self._record_for(tid, tech, event)
             if isinstance(event, k.WorkOrderStateChanged):
-                self._check_conflicts(tech, event, before, record)
+                self._check_conflicts(tech, event, record)
             for parked in self.parking.take(tid):
                 self._result.parked_remove.append(parked.event.id)
                 self._handle(parked.event, parked.record)
@@ -862,11 +867,7 @@ class FleetProcessor(_Base):
         return tech
 
     def _check_conflicts(
-        self,
-        tech: Technician,
-        change: k.WorkOrderStateChanged,
-        before: dict[str, Any],
-        record: Record,
+        self, tech: Technician, change: k.WorkOrderStateChanged, record: Record
     ) -> None:
         if change.technician_id != tech.id:
             return
