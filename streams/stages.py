@@ -45,7 +45,14 @@ from eta_engine.roads import haversine_m
 from events import kinds as k
 from events.base import Causation, Event
 from events.catalog import ALERTS, BY_TECHNICIAN, GEOFENCE, WORKORDERS
-from events.codec import Rejection, decode_trusted, encode, encode_fields, validate
+from events.codec import (
+    Rejection,
+    data_fields,
+    decode_trusted,
+    encode,
+    validate,
+    values_encoder,
+)
 from streams.log import OutRecord, Record
 from streams.pipeline import Interleaved, StageResult, interleave
 from streams.state_store import ParkedRecord, StageState, StateStore
@@ -231,7 +238,7 @@ class WorkOrderProcessor(_Base):
     def __init__(self, lateness_ms: int = DEFAULT_LATENESS_MS) -> None:
         super().__init__(lateness_ms)
         self.orders: dict[str, WorkOrder] = {}
-        self._jobs: dict[str, dict[str, Any]] = {}
+        self._jobs: dict[str, tuple[Any, ...]] = {}
         """Each order's :func:`job_fields` as its last snapshot carried them (so a change
         compares against them without computing them again; filled as orders change)."""
         self.registry: dict[str, tuple[str, ...]] = {}
@@ -335,24 +342,24 @@ class WorkOrderProcessor(_Base):
         result.facts.append(fact)
         result.count("applied")
         job = self._jobs[order_id] = job_fields(order)
-        technician = job["technician_id"]
+        status, technician, visit, *details = job
         previous_technician = before_tech if before_tech != technician else None
-        # The WorkOrderStateChanged, encoded straight from its fields.
-        raw = encode_fields(
-            "WorkOrderStateChanged",
-            id=f"{event.id}/wo",
-            source=SNAPSHOT_SOURCE,
-            time=event.time,
-            subject=order.id,
-            causation=_position(record, event),
-            data={
-                "work_order_id": order.id,
-                "previous_status": before_status,
-                "trigger": event.type,
-                "previous_technician_id": previous_technician,
-                "customer_id": order.customer_id,
-                **job,
-            },
+        # The WorkOrderStateChanged, encoded straight from its fields (SNAPSHOT_FIELDS).
+        raw = _encode_snapshot(
+            f"{event.id}/wo",
+            SNAPSHOT_SOURCE,
+            event.time,
+            order.id,
+            _position(record, event),
+            order.id,
+            status,
+            before_status,
+            event.type,
+            technician,
+            previous_technician,
+            visit,
+            order.customer_id,
+            *details,
         )
         result.outputs.append(OutRecord(WORKORDERS.name, raw, order_id.encode(), event.time))
         if job == before_job and previous_technician is None:
@@ -385,36 +392,85 @@ def _fences_of(tech: Technician) -> tuple[list[tuple[float, float]], Any]:
     return arrivals, left if left is not None and left.completed_at is not None else None
 
 
-def job_fields(order: WorkOrder) -> dict[str, Any]:
+JOB_FIELDS = (
+    "status",
+    "technician_id",
+    "visit",
+    "site_lat",
+    "site_lon",
+    "region",
+    "job_type",
+    "priority",
+    "window_start",
+    "window_end",
+    "queue_position",
+    "planned_start",
+    "planned_end",
+    "assigned_at",
+    "en_route_at",
+    "arrived_at",
+    "arrived_by",
+    "started_at",
+    "completed_at",
+    "departed_at",
+    "fixed",
+)
+"""The fields of :func:`job_fields`, in its order: the order of the snapshot's data fields
+(``WorkOrderStateChanged``), which they are passed as."""
+
+
+def job_fields(order: WorkOrder) -> tuple[Any, ...]:
     """The part of a work order's snapshot that the technician's stream (the fleet and ETA
-    stages) uses: who holds it, where, when, and how far the current visit has got."""
+    stages) uses: who holds it, where, when, and how far the current visit has got. The
+    values of :data:`JOB_FIELDS`, in order (a tuple: made, compared with the last and passed
+    on for every change of every order)."""
     visit = order.visit
     technician = order.technician_id
     if technician is None and visit is not None and visit.completed_at is not None:
         technician = visit.technician_id  # the technician who just completed the visit
-    return {
-        "status": order.status.value,
-        "technician_id": technician,
-        "visit": visit.number if visit else 0,
-        "site_lat": order.site_lat,
-        "site_lon": order.site_lon,
-        "region": order.region,
-        "job_type": order.job_type,
-        "priority": order.priority,
-        "window_start": order.window_start,
-        "window_end": order.window_end,
-        "queue_position": visit.queue_position if visit else None,
-        "planned_start": visit.planned_start if visit else None,
-        "planned_end": visit.planned_end if visit else None,
-        "assigned_at": visit.assigned_at if visit else None,
-        "en_route_at": visit.en_route_at if visit else None,
-        "arrived_at": visit.arrived_at if visit else None,
-        "arrived_by": visit.arrived_by if visit else None,
-        "started_at": visit.started_at if visit else None,
-        "completed_at": visit.completed_at if visit else None,
-        "departed_at": visit.departed_at if visit else None,
-        "fixed": visit.fixed if visit else None,
-    }
+    return (
+        order.status.value,
+        technician,
+        visit.number if visit else 0,
+        order.site_lat,
+        order.site_lon,
+        order.region,
+        order.job_type,
+        order.priority,
+        order.window_start,
+        order.window_end,
+        visit.queue_position if visit else None,
+        visit.planned_start if visit else None,
+        visit.planned_end if visit else None,
+        visit.assigned_at if visit else None,
+        visit.en_route_at if visit else None,
+        visit.arrived_at if visit else None,
+        visit.arrived_by if visit else None,
+        visit.started_at if visit else None,
+        visit.completed_at if visit else None,
+        visit.departed_at if visit else None,
+        visit.fixed if visit else None,
+    )
+
+
+SNAPSHOT_FIELDS = (
+    "work_order_id",
+    "status",
+    "previous_status",
+    "trigger",
+    "technician_id",
+    "previous_technician_id",
+    "visit",
+    "customer_id",
+    *JOB_FIELDS[3:],
+)
+"""The data fields a snapshot is encoded with, in the order :meth:`WorkOrderProcessor._apply`
+passes them (the schema's fields after them take their defaults)."""
+if data_fields("WorkOrderStateChanged")[: len(SNAPSHOT_FIELDS)] != SNAPSHOT_FIELDS or JOB_FIELDS[
+    :3
+] != ("status", "technician_id", "visit"):
+    raise ImportError("WorkOrderStateChanged's data fields are not in SNAPSHOT_FIELDS' order")
+_encode_snapshot = values_encoder("WorkOrderStateChanged")
 
 
 SNAPSHOT_SOURCE = "fieldstream/workorders"

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from events import codec
-from events.codec import encode, encode_fields, to_document, validate
+from events.codec import encode, to_document, validate
 from tests.events.samples import SAMPLES
 
 ODD_VALUES: list[Any] = [
@@ -113,26 +113,24 @@ def test_generated_encoders_give_the_general_bytes(event: Any) -> None:
         assert encode(variant) == general
         assert orjson.dumps(to_document(variant)) == general
         spec = codec._SPECS[variant.type]
-        data = {name: getattr(variant, name) for name in spec.names}
+        values = [getattr(variant, name) for name in codec.data_fields(variant.type)]
+        by_position = codec.values_encoder(variant.type)
         cause = getattr(variant, "causation", None)
-        fields = encode_fields(
-            variant.type, id=variant.id, source=variant.source, time=variant.time,
-            subject=variant.subject, data=data, causation=cause,
-        )  # fmt: skip
-        assert fields == general
-        # Left out, a field with a default takes it; a required one is a KeyError.
-        for name, _convert, required, default in spec.data:
-            fewer = {k: v for k, v in data.items() if k != name}
-            if required:
-                with pytest.raises(KeyError):
-                    encode_fields(variant.type, id="i", source="s", time=0, subject="x",
-                                  data=fewer, causation=cause)  # fmt: skip
-            else:
-                with_default = dataclasses.replace(variant, **{name: default})
-                assert encode_fields(
-                    variant.type, id=variant.id, source=variant.source, time=variant.time,
-                    subject=variant.subject, data=fewer, causation=cause,
-                ) == orjson.dumps(codec._document_general(with_default))  # fmt: skip
+        attributes = (variant.id, variant.source, variant.time, variant.subject, cause)
+        assert by_position(*attributes, *values) == general
+        # The fields with a default that end the list may be left out: they take it; a
+        # required one may not.
+        kept = len(values)
+        while kept and not spec.data[kept - 1][2]:
+            kept -= 1
+            with_defaults = dataclasses.replace(
+                variant, **{name: default for name, _c, _r, default in spec.data[kept:]}
+            )
+            expected = orjson.dumps(codec._document_general(with_defaults))
+            assert by_position(*attributes, *values[:kept]) == expected
+        if kept:
+            with pytest.raises(TypeError):
+                by_position(*attributes, *values[: kept - 1])
 
 
 @pytest.mark.parametrize("event", SAMPLES, ids=lambda e: e.type)

@@ -9,12 +9,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregates.workorder import Visit
 from events import kinds as k
-from events.catalog import DLQ, DLQ_RULE
-from events.codec import encode
+from events.catalog import DLQ, DLQ_RULE, WORKORDERS, topic_for
+from events.codec import decode, encode
 from streams.log import Columns, Record
 from streams.pipeline import _merge_columns
-from streams.stages import FleetProcessor
+from streams.stages import JOB_FIELDS, FleetProcessor, WorkOrderProcessor, job_fields
+from tests.events.samples import SAMPLES
 
 T0 = 1_795_400_000_000
 MIN = 60_000
@@ -70,6 +72,46 @@ def ping(tid: str | None, at: int, offset: int, lat: float = 42.5) -> Record:
 
 def dead(result: Any) -> list[str]:
     return sorted(dict(o.headers)[DLQ_RULE].decode() for o in result.outputs if o.topic == DLQ.name)
+
+
+def test_a_snapshot_carries_each_field_of_its_order_under_its_name() -> None:
+    # The work-order stage hands a snapshot's fields over by position (job_fields,
+    # SNAPSHOT_FIELDS): each must land under its own name, whatever the step of the visit.
+    processor = WorkOrderProcessor()
+    previous: dict[str, str | None] = {}
+    snapshots = 0
+    # The samples' order's whole life, booked first, neither cancelled nor unassigned.
+    booked_first = sorted(SAMPLES, key=lambda e: not isinstance(e, k.WorkOrderBooked))
+    for offset, event in enumerate(booked_first):
+        if event.DERIVED or isinstance(
+            event, k.GpsPinged | k.WorkOrderCancelled | k.TechnicianUnassigned
+        ):
+            continue
+        record = Record(topic_for(event).name, 0, offset, event.time, None, encode(event))
+        for out in processor.process([record]).outputs:
+            if out.topic != WORKORDERS.name:
+                continue
+            snapshot = decode(out.value)
+            assert isinstance(snapshot, k.WorkOrderStateChanged)
+            order = processor.orders[snapshot.work_order_id]
+            visit = order.visit
+            assert dict(zip(JOB_FIELDS, job_fields(order), strict=True))["visit"] == snapshot.visit
+            assert (snapshot.status, snapshot.trigger) == (order.status, event.type)
+            assert snapshot.previous_status == previous.get(order.id)
+            assert snapshot.customer_id == order.customer_id
+            assert snapshot.visit == (visit.number if visit else 0)
+            if visit is not None and visit.completed_at is not None:
+                assert snapshot.technician_id == visit.technician_id
+            else:
+                assert snapshot.technician_id == order.technician_id
+            for name in JOB_FIELDS[3:]:
+                if name in Visit.__slots__:
+                    assert getattr(snapshot, name) == getattr(visit, name, None), name
+                else:
+                    assert getattr(snapshot, name) == getattr(order, name), name
+            previous[order.id] = order.status
+            snapshots += 1
+    assert snapshots >= 15
 
 
 def test_pings_count_only_inside_the_shift_and_the_newest_counted_fix_wins() -> None:
