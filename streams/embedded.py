@@ -23,6 +23,7 @@ everything, which is what a replay of a day or a week on one machine wants.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,8 @@ from streams.log import (
 from streams.partitioner import partition_for
 
 LOG_FILE = "log.sqlite3"
+
+_log = logging.getLogger("fieldstream.log")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -222,6 +225,11 @@ def _segment_rows(
     return rows, size
 
 
+def _db_path(db: sqlite3.Connection) -> str:
+    """The file of the connection's main database."""
+    return str(db.execute("PRAGMA database_list").fetchone()[2])
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Move the records of a log written by an earlier version into segments, in one
     transaction: a ``log_records`` table (one row per record, keyed by position) or, older
@@ -241,6 +249,8 @@ def _migrate(db: sqlite3.Connection) -> None:
         else f"SELECT (topic_id << {_OFFSET_BITS + _PARTITION_BITS}) | (partition << "
         f"{_OFFSET_BITS}) | offset AS pos, ts, key, value, headers FROM records ORDER BY pos"
     )
+    # Once per data directory, and about a second per 100,000 records: say why this open waits.
+    _log.warning("converting the log to segments (once, for this version): %s", _db_path(db))
     db.execute("BEGIN IMMEDIATE")
     try:
         run: list[OutRecord] = []

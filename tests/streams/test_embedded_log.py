@@ -191,7 +191,9 @@ def test_a_log_written_in_the_earlier_layout_is_migrated_intact(tmp_path: Path) 
     asyncio.run(go())
 
 
-def test_the_previous_layout_of_one_row_per_record_is_migrated_intact(tmp_path: Path) -> None:
+def test_the_previous_layout_of_one_row_per_record_is_migrated_intact(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Data directories written with one ``log_records`` row per record open with every
     record kept, in segments."""
     import sqlite3
@@ -240,6 +242,10 @@ def test_the_previous_layout_of_one_row_per_record_is_migrated_intact(tmp_path: 
         await log.close()
 
     asyncio.run(go())
+    asyncio.run(EmbeddedLog.open(tmp_path).close())  # nothing left to convert: nothing said
+    assert [r.getMessage() for r in caplog.records if r.name == "fieldstream.log"] == [
+        f"converting the log to segments (once, for this version): {tmp_path / 'log.sqlite3'}"
+    ]
     db = sqlite3.connect(tmp_path / "log.sqlite3")
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     assert "log_records" not in tables
