@@ -79,3 +79,29 @@ def test_the_projection_store_checkpoints_on_its_own_thread_too(tmp_path: Path) 
     finally:
         store.close()
     assert cp._thread is None
+
+
+def test_a_wal_grown_past_its_bound_is_restarted(tmp_path: Path) -> None:
+    """A WAL that passive checkpoints let grow past RESTART_AFTER times the interval (a writer
+    that never pauses) is restarted: the next write starts the file from its beginning."""
+    from streams.checkpointer import RESTART_AFTER
+
+    async def go() -> None:
+        log = EmbeddedLog.open(tmp_path)
+        cp = log._checkpointer
+        cp.every_bytes = 1 << 30  # no checkpoint while the WAL is written
+        await log.create_topics([TopicSpec("t", 1)])
+        for _ in range(8):  # about 1 MB of WAL
+            await log.append([OutRecord("t", VALUE, partition=0) for _ in range(100)])
+        cp.every_bytes = (1 << 20) // (2 * RESTART_AFTER)  # the WAL is now twice the bound
+        cp.wrote(cp.every_bytes)
+        _wait_for(cp, 1)
+        assert (cp.runs, cp.restarts) == (1, 1)
+        await log.append([OutRecord("t", b"small", partition=0)])
+        other = sqlite3.connect(tmp_path / "log.sqlite3")
+        _busy, frames, _copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        other.close()
+        assert frames < 20, frames  # the small append's pages only, at the file's start
+        await log.close()
+
+    asyncio.run(go())
