@@ -29,6 +29,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -157,15 +158,17 @@ class Track:
         """
         fresh: list[Fix] = []
         incoming, self.incoming = self.incoming, []
+        ordered = False  # whether ``fresh`` is sorted already, with no time twice
         if incoming and shifts:
             # the common case: the oldest and the newest fix in one shift, so all of them
-            stamps = [f[0] for f in incoming]
-            lo, hi = min(stamps), max(stamps)
+            sort_fixes(incoming)
+            lo, hi = incoming[0][0], incoming[-1][0]
             i = bisect_right(shifts, lo, key=_start) - 1
             end = shifts[i][1] if i >= 0 else None
             if i >= 0 and (end is None or hi <= end):
                 fresh = incoming
                 incoming = []
+                ordered = len({f[0] for f in fresh}) == len(fresh)
         waiting: list[Fix] = []
         for f in incoming:
             (fresh if covered(shifts, f[0]) else waiting).append(f)
@@ -175,6 +178,7 @@ class Track:
             for f in self.quarantine:
                 if covered(shifts, f[0]):
                     fresh.append(f)
+                    ordered = False
                 elif f[0] >= floor:
                     keep.append(f)
             self.quarantine = keep
@@ -186,9 +190,11 @@ class Track:
             removed = self._purge(shifts, shifts_changed_from)
         if not fresh:
             return [], [], removed
-        sort_fixes(fresh)
         times = self.t
         n = len(times)
+        if ordered and (not n or fresh[0][0] > times[-1]):
+            return fresh, [], removed  # the common case: nothing to sort nor drop
+        sort_fixes(fresh)
         if not n or fresh[0][0] > times[-1]:
             unique = [f for i, f in enumerate(fresh) if not i or fresh[i - 1][0] != f[0]]
             return unique, [], removed
@@ -318,38 +324,39 @@ class Track:
 
 def append_batch(items: Sequence[tuple[Track, list[Fix]]]) -> None:
     """Append to each track its fixes (sorted, all newer than the track's newest fix), with
-    one vectorised computation of every segment of the batch."""
+    one vectorised computation of every segment of the batch. Each column of the batch's
+    fixes becomes one numpy array, which the segments are computed on and the tracks'
+    arrays are extended from as bytes: every value is converted once, not once for the
+    segments and once more for its track (a missing speed or heading becomes NaN)."""
     if not items:
         return
-    lat1: list[float] = []
-    lon1: list[float] = []
-    lat2: list[float] = []
-    lon2: list[float] = []
-    columns: list[tuple[list[float], list[float]]] = []
-    for track, fixes in items:
-        lats = [f[1] for f in fixes]
-        lons = [f[2] for f in fixes]
-        columns.append((lats, lons))
-        if len(track.t):
-            lat1.append(track.lat[-1])
-            lon1.append(track.lon[-1])
-        else:
-            lat1.append(lats[0])
-            lon1.append(lons[0])
-        lat1.extend(lats[:-1])
-        lon1.extend(lons[:-1])
-        lat2.extend(lats)
-        lon2.extend(lons)
+    columns = [tuple(zip(*fixes, strict=True)) for _, fixes in items]
+    t, lat2, lon2, speed, heading = (
+        np.array(list(chain.from_iterable(c[i] for c in columns)), dtype=dtype)
+        for i, dtype in enumerate((np.int64, np.float64, np.float64, np.float64, np.float64))
+    )
+    sizes = [len(fixes) for _, fixes in items]
+    starts = np.cumsum([0, *sizes[:-1]])
+    # each segment joins the fix before (the track's last, for the first: a zero segment
+    # from the fix to itself when the track is empty)
+    lat1 = np.concatenate(([0.0], lat2[:-1]))
+    lon1 = np.concatenate(([0.0], lon2[:-1]))
+    lat1[starts] = [
+        track.lat[-1] if len(track.t) else c[1][0]
+        for (track, _), c in zip(items, columns, strict=True)
+    ]
+    lon1[starts] = [
+        track.lon[-1] if len(track.t) else c[2][0]
+        for (track, _), c in zip(items, columns, strict=True)
+    ]
     total = np.cumsum(segments_mm(lat1, lon1, lat2, lon2))
     k = 0
-    for (track, fixes), (lats, lons) in zip(items, columns, strict=True):
-        n = len(fixes)
+    for (track, _), n in zip(items, sizes, strict=True):
         base = (track.odo[-1] if len(track.odo) else 0) - (int(total[k - 1]) if k else 0)
-        track.odo.extend((total[k : k + n] + base).tolist())
+        track.odo.frombytes((total[k : k + n] + base).tobytes())
+        track.t.frombytes(t[k : k + n].tobytes())
+        track.lat.frombytes(lat2[k : k + n].tobytes())
+        track.lon.frombytes(lon2[k : k + n].tobytes())
+        track.speed.frombytes(speed[k : k + n].tobytes())
+        track.heading.frombytes(heading[k : k + n].tobytes())
         k += n
-        track.t.extend([f[0] for f in fixes])
-        track.lat.extend(lats)
-        track.lon.extend(lons)
-        nan = math.nan
-        track.speed.extend([nan if f[3] is None else f[3] for f in fixes])
-        track.heading.extend([nan if f[4] is None else f[4] for f in fixes])

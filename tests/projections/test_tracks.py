@@ -214,3 +214,38 @@ def test_a_leg_starting_before_its_shift_first_fix_is_not_charged_the_night() ->
     assert track.driven_mm(set_off, arrive) > 10_000_000  # without: the night's 14 km
     track.prune_before(morning_at)  # the same once the evening is forgotten
     assert track.driven_mm(set_off, arrive, since=morning_at) == leg
+
+
+def test_a_batch_settles_sorted_with_each_time_once() -> None:
+    # fixes in one shift come back as they are when sorted and unique (the usual case); out
+    # of order, with a time twice, or with quarantined fixes promoted, they are sorted first
+    fixes = _route(30)
+    track = Track()
+    for f in [fixes[3], *fixes[:3], *fixes[4:10], fixes[6]]:
+        track.offer(f, LATE)
+    fresh, merged, _ = track.settle([(0, None)], LATE)
+    assert fresh == fixes[:10] and merged == []
+    waiting = Track()
+    for f in fixes[10:15]:
+        waiting.offer(f, LATE)
+    waiting.settle([], LATE)
+    for f in fixes[15:20]:
+        waiting.offer(f, LATE)
+    fresh, _, _ = waiting.settle([(0, None)], LATE)
+    assert fresh == fixes[10:20]
+
+
+def test_tracks_appended_together_equal_each_built_alone() -> None:
+    # append_batch converts the columns of several tracks' fixes at once: each track must
+    # hold what the general path (Track.restore) builds from its fixes alone, missing and
+    # integer speeds included, and the same odometer
+    routes = [_route(50, seed) for seed in (1, 2, 3)]
+    routes[1] = [(f[0], f[1], f[2], None if i % 3 else 7, f[4]) for i, f in enumerate(routes[1])]
+    tracks = [Track() for _ in routes]
+    append_batch([(tracks[0], routes[0][:25]), (tracks[1], routes[1][:20])])
+    append_batch([(tracks[0], routes[0][25:]), (tracks[1], routes[1][20:]), (tracks[2], routes[2])])
+    for track, route in zip(tracks, routes, strict=True):
+        alone = Track.restore(route, newest=route[-1][0], quarantine=[])
+        assert track.points() == alone.points()
+        assert list(track.odo) == list(alone.odo)
+        assert track.odo[-1] > 0
