@@ -61,7 +61,7 @@ from projections.model import (
     track_into,
 )
 from projections.state import HOUR_MS, Cause, Subject
-from projections.tracks import Fix, Track, append_batch
+from projections.tracks import Fix, FixArrays, Track, append_batch, fix_arrays
 from projections.views import Views
 
 JOINED = frozenset(
@@ -81,9 +81,10 @@ TOPICS = (*INPUT_TOPICS, "fs.workorders", "fs.eta", "fs.alerts", "fs.gps")
 usually finds its shift already known."""
 
 
-Settled = tuple[str, Track, list[Fix], list[Fix], int | None]
+Settled = tuple[str, Track, list[Fix], list[Fix], int | None, bytes]
 """A technician's settled track: (technician, track, fixes appended, fixes merged, the time
-from which fixes were removed or None)."""
+from which fixes were removed or None, the appended or merged fixes packed for the store: empty
+when fixes were removed, as the whole track is stored again then)."""
 
 
 class RecordLike(Protocol):
@@ -719,7 +720,7 @@ class Projection(Views):
         :meth:`_persist_tracks` then writes."""
         lateness = self.settings.lateness_ms
         settled: list[Settled] = []
-        appends: list[tuple[Track, list[Fix]]] = []
+        appends: list[tuple[Track, FixArrays]] = []
         for tid in sorted(self._pinged | set(self._shifts_from)):
             track = self.tracks.get(tid)
             if track is None:
@@ -727,11 +728,14 @@ class Projection(Views):
             fresh, merged, removed = track.settle(
                 self._tech(tid).shifts(), lateness, self._shifts_from.get(tid)
             )
+            # converted and packed at once, while the fixes just sorted are in the CPU's
+            # caches (see tracks.fix_arrays)
             if fresh:
-                appends.append((track, fresh))
-            settled.append((tid, track, fresh, merged, removed))
+                appends.append((track, fix_arrays(fresh)))
+            packed = pack_fixes(fresh or merged) if removed is None else b""
+            settled.append((tid, track, fresh, merged, removed, packed))
         append_batch(appends)
-        for tid, _track, fresh, merged, removed in settled:
+        for tid, _track, fresh, merged, removed, _packed in settled:
             tech = self.techs[tid]
             self._techs.add(tid)
             self._pinged.add(tid)
@@ -770,7 +774,7 @@ class Projection(Views):
         settled track's chunk. Done after the batch's subjects were computed: they read the
         fixes (legs, shifts' distances) before those are pruned, however many days the
         batch spans, as a smaller batch would have."""
-        for tid, track, fresh, merged, removed in settled:
+        for tid, track, fresh, merged, removed, packed in settled:
             tech = self.techs[tid]
             cutoff = track.newest - self.settings.retain_track_ms
             pruned = track.start is not None and track.start < cutoff - HOUR_MS
@@ -790,18 +794,20 @@ class Projection(Views):
             if removed is not None:
                 out.chunk_resets.append(tid)
                 tech.next_chunk = 0
-                self._chunk(out, tech, track.points())
+                points = track.points()
+                self._chunk(out, tech, points, pack_fixes(points))
             else:  # (never both fresh and merged: a batch's fixes are merged or appended)
-                self._chunk(out, tech, fresh or merged)
+                self._chunk(out, tech, fresh or merged, packed)
 
-    def _chunk(self, out: Changes, tech: Technician, fixes: Sequence[Fix]) -> None:
-        """A chunk of the technician's fixes and, with it, the track's state after the batch
-        (a restart reads the state of the last chunk)."""
+    def _chunk(self, out: Changes, tech: Technician, fixes: Sequence[Fix], packed: bytes) -> None:
+        """A chunk of the technician's fixes (``packed``: :func:`pack_fixes` of them) and,
+        with it, the track's state after the batch (a restart reads the state of the last
+        chunk)."""
         number = tech.next_chunk
         tech.next_chunk += 1  # before the state is taken: a restart continues after this one
         state = orjson.dumps(track_doc(tech))
         newest = fixes[-1][0] if fixes else tech.track_newest  # (fixes come sorted by time)
-        out.chunks.append((tech.id, number, newest, pack_fixes(fixes), state))
+        out.chunks.append((tech.id, number, newest, packed, state))
 
     def _expand(
         self,

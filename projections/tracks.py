@@ -29,10 +29,10 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 EARTH_RADIUS_M = 6_371_008.8
 """The mean Earth radius (IUGG)."""
@@ -47,7 +47,7 @@ _RAD = math.pi / 180.0
 
 
 def segments_mm(
-    lat1: Sequence[float], lon1: Sequence[float], lat2: Sequence[float], lon2: Sequence[float]
+    lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike
 ) -> np.ndarray[Any, np.dtype[np.int64]]:
     """Each segment's contribution to the odometer: its haversine length in mm, rounded, or
     0 when shorter than :data:`MIN_MOVE_M`."""
@@ -322,33 +322,42 @@ class Track:
         return track
 
 
-def append_batch(items: Sequence[tuple[Track, list[Fix]]]) -> None:
+FixArrays = tuple[
+    np.ndarray[Any, np.dtype[np.int64]],
+    np.ndarray[Any, np.dtype[np.float64]],
+    np.ndarray[Any, np.dtype[np.float64]],
+    np.ndarray[Any, np.dtype[np.float64]],
+    np.ndarray[Any, np.dtype[np.float64]],
+]
+"""Fixes a field at a time: times, lats, lons, speeds and headings (NaN where missing)."""
+
+
+def fix_arrays(fixes: Sequence[Fix]) -> FixArrays:
+    """The fixes (not empty) as :data:`FixArrays`, for :func:`append_batch`. Best made as
+    soon as a technician's fixes are settled, while they are in the CPU's caches: a batch's
+    fixes were made over the whole batch, scattered in memory, and reading them all at once
+    later costs a cache miss or more each (most of the time it takes)."""
+    t, lat, lon, speed, heading = zip(*fixes, strict=True)
+    f64 = np.float64
+    return (np.array(t, dtype=np.int64), np.array(lat, dtype=f64), np.array(lon, dtype=f64),
+            np.array(speed, dtype=f64), np.array(heading, dtype=f64))  # fmt: skip
+
+
+def append_batch(items: Sequence[tuple[Track, FixArrays]]) -> None:
     """Append to each track its fixes (sorted, all newer than the track's newest fix), with
-    one vectorised computation of every segment of the batch. Each column of the batch's
-    fixes becomes one numpy array, which the segments are computed on and the tracks'
-    arrays are extended from as bytes: every value is converted once, not once for the
-    segments and once more for its track (a missing speed or heading becomes NaN)."""
+    one vectorised computation of every segment of the batch; the tracks' arrays are
+    extended from the fixes' arrays as bytes (no conversion value by value)."""
     if not items:
         return
-    columns = [tuple(zip(*fixes, strict=True)) for _, fixes in items]
-    t, lat2, lon2, speed, heading = (
-        np.array(list(chain.from_iterable(c[i] for c in columns)), dtype=dtype)
-        for i, dtype in enumerate((np.int64, np.float64, np.float64, np.float64, np.float64))
-    )
-    sizes = [len(fixes) for _, fixes in items]
+    t, lat2, lon2, speed, heading = (np.concatenate([a[i] for _, a in items]) for i in range(5))
+    sizes = [len(a[0]) for _, a in items]
     starts = np.cumsum([0, *sizes[:-1]])
     # each segment joins the fix before (the track's last, for the first: a zero segment
     # from the fix to itself when the track is empty)
     lat1 = np.concatenate(([0.0], lat2[:-1]))
     lon1 = np.concatenate(([0.0], lon2[:-1]))
-    lat1[starts] = [
-        track.lat[-1] if len(track.t) else c[1][0]
-        for (track, _), c in zip(items, columns, strict=True)
-    ]
-    lon1[starts] = [
-        track.lon[-1] if len(track.t) else c[2][0]
-        for (track, _), c in zip(items, columns, strict=True)
-    ]
+    lat1[starts] = [track.lat[-1] if len(track.t) else a[1][0] for track, a in items]
+    lon1[starts] = [track.lon[-1] if len(track.t) else a[2][0] for track, a in items]
     total = np.cumsum(segments_mm(lat1, lon1, lat2, lon2))
     k = 0
     for (track, _), n in zip(items, sizes, strict=True):

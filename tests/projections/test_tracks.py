@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from projections.tracks import MIN_MOVE_M, Fix, Track, append_batch
+from projections.tracks import MIN_MOVE_M, Fix, Track, append_batch, fix_arrays
 
 LATE = 15 * 60_000
 
@@ -61,7 +61,7 @@ def _feed(fixes: list[Fix], batches: int, shifts: list[tuple[int, int | None]]) 
         for f in fixes[start : start + size]:
             track.offer(f, LATE)
         fresh, _merged, _removed = track.settle(shifts, LATE)
-        append_batch([(track, fresh)] if fresh else [])
+        append_batch([(track, fix_arrays(fresh))] if fresh else [])
     return track
 
 
@@ -90,7 +90,7 @@ def test_a_fix_older_than_the_lateness_is_ignored_and_repeats_count_once() -> No
     assert track.offer((10_000_000 - LATE, 42.6, 1.6, None, None), LATE)
     assert track.offer((10_000_000, 42.7, 1.7, None, None), LATE)  # the same time again
     fresh, _, _ = track.settle([(0, None)], LATE)
-    append_batch([(track, fresh)])
+    append_batch([(track, fix_arrays(fresh))])
     assert list(track.t) == [10_000_000 - LATE, 10_000_000]
 
 
@@ -104,12 +104,12 @@ def test_fixes_outside_a_shift_are_never_kept() -> None:
     fresh, _, _ = track.settle([], LATE)
     assert fresh == [] and len(track.quarantine) == 30
     fresh, _, _ = track.settle([(start, None)], LATE)  # ShiftStarted read: promoted
-    append_batch([(track, fresh)])
+    append_batch([(track, fix_arrays(fresh))])
     assert list(track.t) == [f[0] for f in fixes[10:30]]
     for f in fixes[30:]:
         track.offer(f, LATE)
     fresh, _, _ = track.settle([(start, None)], LATE)
-    append_batch([(track, fresh)])
+    append_batch([(track, fix_arrays(fresh))])
     # ShiftEnded read after fixes past it: those are removed, the last position goes
     _, _, removed = track.settle([(start, end)], LATE, shifts_changed_from=end)
     assert removed == end
@@ -151,7 +151,7 @@ def test_fixes_at_one_time_differing_only_by_a_missing_speed_or_heading() -> Non
         for f in order:
             track.offer(f, LATE)
         fresh, _, _ = track.settle([(0, None)], LATE)
-        append_batch([(track, fresh)])
+        append_batch([(track, fix_arrays(fresh))])
         assert track.points() == [speed if speed in order else heading, later]
         waiting = Track()
         for f in order:
@@ -161,7 +161,7 @@ def test_fixes_at_one_time_differing_only_by_a_missing_speed_or_heading() -> Non
         waiting.settle([], LATE)
         assert waiting.quarantine[0] == (speed if speed in order else heading)
         fresh, _, _ = waiting.settle([(0, None)], LATE)
-        append_batch([(waiting, fresh)])
+        append_batch([(waiting, fix_arrays(fresh))])
         assert waiting.points()[0] == track.points()[0]
 
 
@@ -236,14 +236,16 @@ def test_a_batch_settles_sorted_with_each_time_once() -> None:
 
 
 def test_tracks_appended_together_equal_each_built_alone() -> None:
-    # append_batch converts the columns of several tracks' fixes at once: each track must
+    # append_batch joins the arrays of several tracks' fixes: each track must
     # hold what the general path (Track.restore) builds from its fixes alone, missing and
     # integer speeds included, and the same odometer
     routes = [_route(50, seed) for seed in (1, 2, 3)]
     routes[1] = [(f[0], f[1], f[2], None if i % 3 else 7, f[4]) for i, f in enumerate(routes[1])]
     tracks = [Track() for _ in routes]
-    append_batch([(tracks[0], routes[0][:25]), (tracks[1], routes[1][:20])])
-    append_batch([(tracks[0], routes[0][25:]), (tracks[1], routes[1][20:]), (tracks[2], routes[2])])
+    first = ((tracks[0], routes[0][:25]), (tracks[1], routes[1][:20]))
+    append_batch([(track, fix_arrays(fixes)) for track, fixes in first])
+    second = ((tracks[0], routes[0][25:]), (tracks[1], routes[1][20:]), (tracks[2], routes[2]))
+    append_batch([(track, fix_arrays(fixes)) for track, fixes in second])
     for track, route in zip(tracks, routes, strict=True):
         alone = Track.restore(route, newest=route[-1][0], quarantine=[])
         assert track.points() == alone.points()
