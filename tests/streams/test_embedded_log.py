@@ -151,18 +151,24 @@ def test_a_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+_EARLIER_TOPICS = """
+        CREATE TABLE topics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+            partitions INTEGER NOT NULL, compacted INTEGER NOT NULL DEFAULT 0,
+            retention_ms INTEGER);
+        CREATE TABLE partitions (topic_id INTEGER NOT NULL, partition INTEGER NOT NULL,
+            next_offset INTEGER NOT NULL, PRIMARY KEY (topic_id, partition)) WITHOUT ROWID;
+"""
+"""The topic and partition tables as both earlier layouts wrote them."""
+
+
 def test_a_log_written_in_the_earlier_layout_is_migrated_intact(tmp_path: Path) -> None:
     """Data directories from before the position-keyed table open with every record kept."""
     import sqlite3
 
     db = sqlite3.connect(tmp_path / "log.sqlite3")
     db.executescript(
-        """
-        CREATE TABLE topics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
-            partitions INTEGER NOT NULL, compacted INTEGER NOT NULL DEFAULT 0,
-            retention_ms INTEGER);
-        CREATE TABLE partitions (topic_id INTEGER NOT NULL, partition INTEGER NOT NULL,
-            next_offset INTEGER NOT NULL, PRIMARY KEY (topic_id, partition)) WITHOUT ROWID;
+        _EARLIER_TOPICS
+        + """
         CREATE TABLE records (topic_id INTEGER NOT NULL, partition INTEGER NOT NULL,
             offset INTEGER NOT NULL, ts INTEGER NOT NULL, key BLOB, value BLOB NOT NULL,
             headers BLOB, PRIMARY KEY (topic_id, partition, offset)) WITHOUT ROWID;
@@ -200,12 +206,8 @@ def test_the_previous_layout_of_one_row_per_record_is_migrated_intact(
 
     db = sqlite3.connect(tmp_path / "log.sqlite3")
     db.executescript(
-        """
-        CREATE TABLE topics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
-            partitions INTEGER NOT NULL, compacted INTEGER NOT NULL DEFAULT 0,
-            retention_ms INTEGER);
-        CREATE TABLE partitions (topic_id INTEGER NOT NULL, partition INTEGER NOT NULL,
-            next_offset INTEGER NOT NULL, PRIMARY KEY (topic_id, partition)) WITHOUT ROWID;
+        _EARLIER_TOPICS
+        + """
         CREATE TABLE log_records (pos INTEGER PRIMARY KEY, ts INTEGER NOT NULL, key BLOB,
             value BLOB NOT NULL, headers BLOB);
         INSERT INTO topics VALUES (1, 'fs.a', 2, 0, NULL);
