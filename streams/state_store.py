@@ -32,7 +32,7 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import get_topic
 
-from aggregates.facts import Fact
+from aggregates.facts import Fact, with_fields
 from streams.checkpointer import Checkpointer
 
 STATE_FILE = "state.sqlite3"
@@ -53,9 +53,6 @@ class OrjsonTranscoder(Transcoder):
 
 _FACT_TOPIC = get_topic(Fact)
 
-_new = object.__new__
-_set_dict = object.__setattr__
-
 
 def stored_fact(fact: Fact) -> StoredEvent:
     """What the library's mapper (with :class:`OrjsonTranscoder`, no compression, no cipher:
@@ -63,13 +60,11 @@ def stored_fact(fact: Fact) -> StoredEvent:
     object's ``vars`` copied and two keys popped, a class version looked for). The same bytes
     (tested against the mapper); the library still reads them back.
 
-    The stored event (a frozen dataclass of the library's, without slots) is given its
-    dictionary whole, as :func:`aggregates.facts.fact_of` makes a fact: its ``__init__`` would
-    set the four fields one ``object.__setattr__`` at a time, for every fact committed."""
-    stored = _new(StoredEvent)
-    _set_dict(
-        stored,
-        "__dict__",
+    The stored event (a frozen dataclass of the library's, without slots) is made by
+    :func:`aggregates.facts.with_fields`, as a fact is: its ``__init__`` would set the four
+    fields one ``object.__setattr__`` at a time, for every fact committed."""
+    return with_fields(
+        StoredEvent,
         {
             "originator_id": fact.originator_id,
             "originator_version": fact.originator_version,
@@ -87,7 +82,6 @@ def stored_fact(fact: Fact) -> StoredEvent:
             ),
         },
     )
-    return stored
 
 
 @dataclass(frozen=True, slots=True)
