@@ -882,7 +882,7 @@ async def replay_through_pipeline(
                     on_progress(len(batch))
             # The projections (KPI tables, live view) feed nothing the ETA stage reads.
             stages = [s for s in build_stages(log, store, config, graph) if s.name != "projections"]
-            await run_until_idle(stages, on_progress=on_progress)
+            await run_until_idle(stages, on_progress=on_progress, parallel=True)
             return await read_topic(log, "fs.eta")
         finally:
             store.close()

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 EVERY_BYTES = 16 << 20
@@ -61,6 +63,8 @@ class Checkpointer:
         self.restarts = 0
         """Of those, how many also had to restart the WAL (see :data:`RESTART_AFTER`)."""
         self._pending = 0
+        self._running = threading.Lock()
+        """Held by the thread while it runs a checkpoint (see :meth:`paused`)."""
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -92,15 +96,25 @@ class Checkpointer:
                 if self._stopping:
                     return
                 try:
-                    _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if frames * page > RESTART_AFTER * self.every_bytes:
-                        db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                        self.restarts += 1
+                    with self._running:
+                        _busy, frames, _copied = db.execute(
+                            "PRAGMA wal_checkpoint(PASSIVE)"
+                        ).fetchone()
+                        if frames * page > RESTART_AFTER * self.every_bytes:
+                            db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                            self.restarts += 1
                 except sqlite3.Error:
                     continue  # busy with another checkpoint, say: the next one catches up
                 self.runs += 1
         finally:
             db.close()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No checkpoint runs inside this block (one running when it starts is finished
+        first): for a fork, so that the child never inherits SQLite's locks held midway."""
+        with self._running:
+            yield
 
     def close(self) -> None:
         """Stop the thread (after the checkpoint it may be running)."""

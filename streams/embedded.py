@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from itertools import accumulate, repeat
 from pathlib import Path
 from struct import pack, unpack_from
@@ -355,6 +356,18 @@ class EmbeddedLog(Log):
         db.executescript(_SCHEMA)
         _migrate(db)
         return cls(db, path, synchronous)
+
+    def reopen(self) -> EmbeddedLog:
+        """A new connection to the same log, with the same ``synchronous`` setting (for a
+        process forked from this one, which must not use this connection)."""
+        return EmbeddedLog.open(self.path.parent, synchronous=self._synchronous)
+
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """No checkpoint of this log runs inside this block (see
+        :meth:`streams.checkpointer.Checkpointer.paused`): fork inside it."""
+        with self._checkpointer.paused():
+            yield
 
     # -- topics --------------------------------------------------------------------------------
 

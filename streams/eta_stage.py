@@ -29,7 +29,7 @@ import orjson
 from eta_engine.engine import EtaConfig, EtaEngine, Fix, PingColumns
 from eta_engine.roads import RoadGraph
 from events.base import Causation, Event
-from events.catalog import ALERTS, BY_TECHNICIAN, ETA, GPS
+from events.catalog import ALERTS, BY_TECHNICIAN, DLQ, ETA, GPS
 from events.codec import Rejection, decode_trusted, encode
 from events.kinds import GpsPinged
 from streams.log import OutRecord, Record
@@ -118,6 +118,9 @@ class EtaProcessor:
     """Its state is the engine's, saved every ``checkpoint_every`` batches."""
     columnar = GPS.name
     """Pings are read a column at a time (see :class:`streams.pipeline.Stage`)."""
+    outputs: tuple[str, ...] = (ETA.name, ALERTS.name, DLQ.name)
+    """Every topic it appends to: no stage before it in a round reads them, so it may run a
+    round behind them in a process of its own (see :mod:`streams.follower`)."""
 
     def __init__(
         self,

@@ -157,12 +157,20 @@ class _ColumnBuffer:
         self.columns = self.columns.joined(self.start, more)
         self.start = 0
 
-    def take(self, horizon: int | None, limit: int) -> Columns | None:
+    def head_offset(self) -> int:
+        return int(self.columns.offsets[self.start])
+
+    def take(self, horizon: int | None, limit: int, before: int | None = None) -> Columns | None:
         """The unread prefix up to the first record stamped after ``horizon`` (with a
-        horizon), or of at most ``limit`` records (without)."""
+        horizon), or of at most ``limit`` records (without); with ``before``, only records at
+        offsets below it."""
         end = len(self.columns)
+        if before is not None:
+            end = self.start + int(
+                np.searchsorted(self.columns.offsets[self.start :], before, side="left")
+            )
         if horizon is not None:
-            after = np.flatnonzero(self.columns.timestamps[self.start :] > horizon)
+            after = np.flatnonzero(self.columns.timestamps[self.start : end] > horizon)
             if len(after):
                 end = self.start + int(after[0])
         else:
@@ -172,6 +180,10 @@ class _ColumnBuffer:
         taken = self.columns.slice(self.start, end)
         self.start = end
         return taken
+
+
+Ends = dict[tuple[str, int], int]
+"""(topic, partition) -> an offset: where a step stops reading (see :meth:`Stage.step`)."""
 
 
 class Processor(Protocol):
@@ -254,6 +266,9 @@ class Stage:
         self.held: list[tuple[str, list[Fact], StageCommit]] | None = None
         """While a :class:`CommitGroup` holds this stage's commits: the batches processed but
         not committed yet, in order (their outputs are on the log, not synced yet)."""
+        self.detached: str | None = None
+        """Why this object may not step any more (its processor's state went on in another
+        process: see :mod:`streams.follower`), or None."""
 
     @property
     def name(self) -> str:
@@ -357,28 +372,48 @@ class Stage:
                 buffer.extend(columns)
             self._fetched[tp] = int(columns.offsets[-1]) + 1
 
-    async def next_time(self) -> int | None:
-        """The smallest timestamp among the next unread record of each input partition."""
+    async def next_time(self, ends: Ends | None = None) -> int | None:
+        """The smallest timestamp among the next unread record of each input partition (with
+        ``ends``, among the records below those offsets only)."""
         await self.start()
         await self._fill(None)
-        heads = [b[0].timestamp_ms for b in self._buffers.values() if b]
-        heads += [b.head_time() for b in self._column_buffers.values() if len(b)]
+        heads = [
+            b[0].timestamp_ms
+            for tp, b in self._buffers.items()
+            if b and (ends is None or b[0].offset < ends.get(tp, 0))
+        ]
+        heads += [
+            b.head_time()
+            for tp, b in self._column_buffers.items()
+            if len(b) and (ends is None or b.head_offset() < ends.get(tp, 0))
+        ]
         return min(heads) if heads else None
 
-    async def _cut(self, horizon: int | None) -> tuple[list[list[Record]], list[Columns]]:
-        """The next batch, per partition: up to ``horizon`` (whole windows) or ``max_batch``."""
+    async def _cut(
+        self, horizon: int | None, ends: Ends | None = None
+    ) -> tuple[list[list[Record]], list[Columns]]:
+        """The next batch, per partition: up to ``horizon`` (whole windows) or ``max_batch``;
+        with ``ends``, of the records below those offsets only."""
         await self._fill(horizon)
         per_partition = max(1, self.max_batch // max(1, len(self._positions)))
         columns = [
             taken
-            for buffer in self._column_buffers.values()
-            if (taken := buffer.take(horizon, per_partition)) is not None
+            for tp, buffer in self._column_buffers.items()
+            if (
+                taken := buffer.take(
+                    horizon, per_partition, None if ends is None else ends.get(tp, 0)
+                )
+            )
+            is not None
         ]
         chunks: list[list[Record]] = []
-        for buffer in self._buffers.values():
+        for tp, buffer in self._buffers.items():
             chunk: list[Record] = []
+            end = None if ends is None else ends.get(tp, 0)
             while buffer and (horizon is not None or len(chunk) < per_partition):
                 if horizon is not None and buffer[0].timestamp_ms > horizon:
+                    break
+                if end is not None and buffer[0].offset >= end:
                     break
                 chunk.append(buffer.popleft())
             if chunk:
@@ -412,21 +447,25 @@ class Stage:
             chunks.append(chunk)
         return chunks, columns
 
-    async def step(self, horizon: int | None = None) -> BatchStats:
+    async def step(self, horizon: int | None = None, ends: Ends | None = None) -> BatchStats:
         """Process one batch (possibly empty). Returns what it did (see :meth:`_step`; the
         cyclic garbage collector is paused meanwhile: see
         :func:`streams.collector.collector_paused`)."""
         with collector_paused():
-            return await self._step(horizon)
+            return await self._step(horizon, ends)
 
-    async def _step(self, horizon: int | None) -> BatchStats:
+    async def _step(self, horizon: int | None, ends: Ends | None = None) -> BatchStats:
         """Process one batch (possibly empty). Returns what it did.
 
         With ``horizon``, the batch is every unread record of every input partition up to the
         first one stamped after ``horizon`` (offset order is kept): the whole window, whatever
         was read before, so the batches, and what the processor derives from them, depend only
-        on the log and the horizons. Without, up to ``max_batch`` records.
+        on the log and the horizons. Without, up to ``max_batch`` records. With ``ends``
+        ((topic, partition) -> offset), only records below those offsets are taken: the log
+        as it stood at some earlier moment (see :mod:`streams.follower`).
         """
+        if self.detached is not None:
+            raise RuntimeError(f"stage {self.name}: {self.detached}")
         await self.start()
         began = time.perf_counter()
         redo = self._redo.pop(self._batch + 1, None)
@@ -435,7 +474,7 @@ class Stage:
             # it exactly as it was cut then (upstream stages may have appended since).
             chunks, columns = await self._recorded(redo[0])
         else:
-            chunks, columns = await self._cut(horizon)
+            chunks, columns = await self._cut(horizon, ends)
         if not chunks and not columns:
             return BatchStats(0, 0, time.perf_counter() - began, {})
         # Merge partitions by record time, each partition kept in offset order (a late record
@@ -660,6 +699,7 @@ async def run_until_idle(
     *,
     on_progress: Callable[[int], None] | None = None,
     on_batch: Callable[[Stage, BatchStats], None] | None = None,
+    parallel: bool = False,
 ) -> int:
     """Process everything on the log, stages advancing through event time together.
 
@@ -674,33 +714,75 @@ async def run_until_idle(
 
     Batches are committed in groups of up to :data:`GROUP_ROUNDS` rounds (see
     :class:`CommitGroup`); everything is committed before this returns, or raises.
+
+    With ``parallel``, the last stage runs a round behind the others in a process of its own
+    where it can (see :mod:`streams.follower`), with the same batches, outputs and state as
+    here; its stage object is then detached from its state, so the stages are for one run.
     """
+    from streams.follower import MAX_AHEAD, Follower, can_follow
+
     total = 0
     group = CommitGroup(stages)
     group.open()
+    follower = Follower(stages[-1]) if parallel and can_follow(stages) else None
+    ours = stages if follower is None else stages[:-1]
+
+    def took(stage: Stage, stats: BatchStats) -> None:
+        nonlocal total
+        n = stats.records
+        group.records += n
+        total += n
+        if n and on_progress is not None:
+            on_progress(n)
+        if n and on_batch is not None:
+            on_batch(stage, stats)
+
+    def followed(stats: BatchStats) -> None:
+        assert follower is not None
+        took(follower.stage, stats)
+
+    failed = True
     try:
+        if follower is not None:
+            await follower.start()
+            follower.replay(followed)
         while True:
-            heads = [t for t in [await s.next_time() for s in stages] if t is not None]
+            heads = [t for t in [await s.next_time() for s in ours] if t is not None]
             if not heads:
+                if follower is not None:
+                    follower.drain(await follower.ends(), followed)
+                failed = False
                 return total
             horizon = (min(heads) // HORIZON_STEP_MS + 1) * HORIZON_STEP_MS
-            for stage in stages:
+            for stage in ours:
                 await group.before(stage)
-                stats = await stage.step(horizon)
-                n = stats.records
-                group.records += n
-                total += n
-                if n and on_progress is not None:
-                    on_progress(n)
-                if n and on_batch is not None:
-                    on_batch(stage, stats)
+                took(stage, await stage.step(horizon))
+            if follower is not None:
+                follower.send_round(horizon, await follower.record_round(horizon))
+                follower.poll(followed, until=follower.sent - MAX_AHEAD)
             group.rounds += 1
             if group.full():
+                if follower is not None:
+                    follower.sync(followed)
                 await group.flush()
     finally:
         # The batches processed so far are whole: commit them, also when a step failed or
         # the run was cancelled (a failed step holds nothing: it neither appended nor kept).
         try:
+            if follower is not None and follower.error is None:
+                follower.sync(followed)
+            if follower is not None and follower.error is not None:
+                # Without the follower's batches, none is committed: every stage stays at
+                # the same round, and a restart processes the batches again (their outputs
+                # are on the log, with their marks).
+                for stage in group.stages:
+                    if stage.held:
+                        stage.held.clear()
             await group.flush()
         finally:
             group.close()
+            if follower is not None:
+                if failed:
+                    follower.close()
+                else:
+                    follower.stop()
