@@ -89,6 +89,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from eta_engine.fields import FieldPrefetch, FieldStore
 from eta_engine.roads import haversine_m
 from events import kinds as k
 from events.base import Event
@@ -97,6 +98,7 @@ from events.codec import decode_trusted, encode, encode_ping_columns
 from gateway.evaluate import MINUTE_MS, score
 from simulator.traces import TRACE_COLUMNS
 from streams.collector import collector_paused
+from streams.eta_stage import EtaProcessor
 from streams.log import OutRecord
 
 if TYPE_CHECKING:
@@ -853,6 +855,7 @@ async def replay_through_pipeline(
     *,
     on_progress: Callable[[int], None] | None = None,
     chunk: int = 20_000,
+    prefetch: FieldPrefetch | None = None,
 ) -> list[bytes]:
     """Append ``replay`` to a fresh embedded log in a temporary directory, run the pipeline's
     stages over it until idle, and return what the ETA stage published on fs.eta.
@@ -882,6 +885,10 @@ async def replay_through_pipeline(
                     on_progress(len(batch))
             # The projections (KPI tables, live view) feed nothing the ETA stage reads.
             stages = [s for s in build_stages(log, store, config, graph) if s.name != "projections"]
+            if prefetch is not None:
+                eta = stages[-1].processor
+                assert isinstance(eta, EtaProcessor)
+                eta.engine.fields.adopt(prefetch.result())
             await run_until_idle(stages, on_progress=on_progress, parallel=True)
             return await read_topic(log, "fs.eta")
         finally:
@@ -953,10 +960,15 @@ async def evaluate_traces(
         raw = read_traces(path, skip_bad=skip_bad)
         lap("read")
         trips = prepare(raw, graph, rules)
+        # The trips' sites are known now: their time fields are computed on the other core
+        # while the events are made and appended (see FieldPrefetch).
+        last = trips.end - 1
+        sites, _ = graph.nearest_nodes(trips.lat[last], trips.lon[last])
+        prefetch = FieldPrefetch.start(FieldStore(graph), sites.tolist())
         lap("clean")
         replay = trace_events(trips, rules, graph.region)
         lap("events")
-    etas = await replay_through_pipeline(replay, graph, on_progress=on_progress)
+    etas = await replay_through_pipeline(replay, graph, on_progress=on_progress, prefetch=prefetch)
     lap("pipeline")
     with collector_paused():
         result = score(
