@@ -20,11 +20,13 @@ it, and does exactly what the stage would have done in one process:
   own, appended after the others' outputs of the round), and a restarted follower goes
   through those rounds again first, in order: rounds it had done find nothing left in their
   windows, the others cut exactly as they would have been.
-* **The same commits.** Its batches are not committed by the follower: their commits are sent
-  back and the runner commits them in the transaction of the others' batches of the same
-  rounds (:class:`streams.pipeline.CommitGroup`), after the follower has synced what it
-  appended. A crash leaves the stores as one process would have, and a restart needs nothing
-  new: batches appended but not committed are processed again from the log's batch marks.
+* **The same state.** Its batches are not committed by the follower: their commits are sent
+  back and the runner commits those it has in the transaction of its next group of batches
+  (:class:`streams.pipeline.CommitGroup`), after syncing the log (which makes what the
+  follower appended before durable too: one write-ahead log). So the follower's committed
+  state may be some rounds behind the others'; a restart goes through the recorded rounds
+  as above, and batches appended but not committed are processed again from the log's batch
+  marks, as in one process.
 
 So its outputs, to the byte, and the state stored, to the row, are those of one process
 (tested). The follower exits with the run, or as soon as the runner goes away (its end of the
@@ -54,9 +56,9 @@ from streams.pipeline import HORIZON_STEP_MS, BatchStats, Ends, Stage
 _HORIZON = "horizon"
 """The entry of a round's mark that holds its horizon (the others are ``topic/partition``)."""
 
-MAX_AHEAD = 12
+MAX_AHEAD = 24
 """Rounds the runner may be ahead of its follower before it waits for it (a bound on what the
-pipe holds; a group commit waits for the follower anyway)."""
+pipe holds, and on how far behind the others its committed state may be)."""
 
 
 def _ceil(t: int) -> int:

@@ -763,7 +763,10 @@ async def run_until_idle(
             group.rounds += 1
             if group.full():
                 if follower is not None:
-                    follower.sync(followed)
+                    # Its batches done so far go with the others' (appended before the
+                    # log is synced): it is not waited for, and may be some rounds behind
+                    # them in the store, as the rounds recorded on the log let it be.
+                    follower.poll(followed)
                 await group.flush()
     finally:
         # The batches processed so far are whole: commit them, also when a step failed or
