@@ -784,12 +784,20 @@ def trace_events(trips: Trips, rules: TraceRules = TraceRules(), region: str = "
         OutRecord(TOPIC_OF[ev.type].name, encode(ev), ev.key.encode(), at) for at, _, ev in made
     ]
     keys = [v.encode() for v in trips.vehicle_names]
+    # Made as plain tuples of all six fields: the named tuple's own constructor (a Python
+    # function) is most of the cost of a ping's record.
     records += map(
-        OutRecord,
-        itertools.repeat(TOPIC_OF["GpsPinged"].name, len(pings)),
-        pings,
-        [keys[v] for v in trips.vehicle.tolist()],
-        trips.time_ms.tolist(),
+        tuple.__new__,
+        itertools.repeat(OutRecord),
+        zip(
+            itertools.repeat(TOPIC_OF["GpsPinged"].name, len(pings)),
+            pings,
+            [keys[v] for v in trips.vehicle.tolist()],
+            trips.time_ms.tolist(),
+            itertools.repeat(()),
+            itertools.repeat(None),
+            strict=False,
+        ),
     )
     return Replay([records[i] for i in order], pings, truth, sites)
 
