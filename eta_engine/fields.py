@@ -218,6 +218,12 @@ class FieldStore:
         return leg
 
 
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
 class FieldPrefetch:
     """The static fields of destinations known ahead of time (the sites of a trace file's
     trips), computed by a forked process into memory shared with this one, while this one
@@ -233,10 +239,10 @@ class FieldPrefetch:
     @classmethod
     def start(cls, store: FieldStore, dsts: Sequence[int]) -> FieldPrefetch:
         """Start computing the fields to ``dsts`` (duplicates and any beyond the store's
-        bound dropped); without ``os.fork``, nothing is computed ahead."""
+        bound dropped); without ``os.fork`` or a second core, nothing is computed ahead."""
         wanted = list(dict.fromkeys(int(d) for d in dsts))[: store.max_fields]
-        if not wanted or not hasattr(os, "fork"):
-            return cls([], None, None)
+        if not wanted or not hasattr(os, "fork") or _cores() < 2:
+            return cls([], None, None)  # no fork, or no other core to compute them on
         n = store.graph.n_nodes
         # Anonymous shared memory: what the child writes, this process reads.
         buffer = mmap.mmap(-1, len(wanted) * n * 8)

@@ -71,6 +71,8 @@ def can_follow(stages: Sequence[Any]) -> bool:
     on a log that can be reopened from a fork, whose outputs no other stage reads."""
     if len(stages) < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return False
+    if cores() < 2:
+        return False  # it would only take turns with the others
     last = stages[-1]
     outputs = getattr(getattr(last, "processor", None), "outputs", None)
     if not isinstance(last, Stage) or outputs is None:
@@ -79,6 +81,13 @@ def can_follow(stages: Sequence[Any]) -> bool:
         return False
     read = {t for s in stages[:-1] for t in _inputs(s)}
     return not read & set(outputs)
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _inputs(stage: Any) -> tuple[str, ...]:

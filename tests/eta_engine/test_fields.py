@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from eta_engine import fields
 from eta_engine.fields import FieldPrefetch, FieldStore, live_remaining, live_suffix
 from eta_engine.roads import RoadGraph
 
@@ -82,6 +83,13 @@ def test_cache_is_bounded_and_results_do_not_depend_on_it(graph: RoadGraph) -> N
     assert len(small._static) <= 2
 
 
+@pytest.fixture
+def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefetch is made only with a core to spare: these tests make one on any machine."""
+    monkeypatch.setattr(fields, "_cores", lambda: 2)
+
+
+@pytest.mark.usefixtures("two_cores")
 def test_prefetched_fields_are_the_ones_computed_here(graph: RoadGraph) -> None:
     nodes = _nodes(graph, 5, seed=11)
     prefetch = FieldPrefetch.start(FieldStore(graph), [*nodes, nodes[0]])  # a repeat
@@ -102,6 +110,14 @@ def test_prefetched_fields_are_the_ones_computed_here(graph: RoadGraph) -> None:
     assert leg.edges.tolist() == here.leg(nodes[0], nodes[-1]).edges.tolist()
 
 
+@pytest.mark.usefixtures("two_cores")
 def test_a_prefetch_that_fails_gives_nothing(graph: RoadGraph) -> None:
     prefetch = FieldPrefetch.start(FieldStore(graph), [graph.n_nodes + 5])  # no such node
     assert prefetch.result() == []
+
+
+def test_no_prefetch_without_a_core_to_spare(
+    graph: RoadGraph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fields, "_cores", lambda: 1)
+    assert FieldPrefetch.start(FieldStore(graph), [1, 2]).result() == []

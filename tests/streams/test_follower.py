@@ -19,6 +19,12 @@ from streams.state_store import STATE_FILE, SqliteStateStore
 from tests.support import embedded_day, graph, run, simulated_day
 
 
+@pytest.fixture(autouse=True)
+def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower is made only with a core to spare: these tests make one on any machine."""
+    monkeypatch.setattr(follower, "cores", lambda: 2)
+
+
 def _stages(log: Any, store: SqliteStateStore, directory: Path) -> list[Stage]:
     stages = build_stages(log, store, Config(data_dir=directory), graph())
     return [s for s in stages if s.name != "projections"]
@@ -54,7 +60,7 @@ async def _everything(directory: Path) -> dict[str, Any]:
 
 
 def test_the_follower_is_used_only_where_nothing_before_it_reads_its_outputs(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def body() -> tuple[bool, bool]:
         log = await open_log(Config(data_dir=tmp_path))
@@ -70,6 +76,8 @@ def test_the_follower_is_used_only_where_nothing_before_it_reads_its_outputs(
     without_projections, with_projections = run(body())
     assert without_projections
     assert not with_projections
+    monkeypatch.setattr(follower, "cores", lambda: 1)
+    assert not run(body())[0]  # on one core it would only take turns with the others
 
 
 def test_a_follower_gives_the_same_records_and_state_as_one_process(tmp_path: Path) -> None:
