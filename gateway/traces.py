@@ -89,7 +89,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from eta_engine.fields import FieldPrefetch, FieldStore
+from eta_engine.fields import FieldStore
 from eta_engine.roads import haversine_m
 from events import kinds as k
 from events.base import Event
@@ -100,6 +100,7 @@ from simulator.traces import TRACE_COLUMNS
 from streams.collector import collector_paused
 from streams.eta_stage import EtaProcessor
 from streams.log import OutRecord
+from streams.prefetch import FieldPrefetch
 
 if TYPE_CHECKING:
     from eta_engine.roads import RoadGraph
