@@ -261,9 +261,15 @@ async def evaluate_day(args: argparse.Namespace, show: bool) -> dict[str, Any]:
                     clock=Clock(None),
                     on_batch=lambda n: progress.advance(task, n),
                 )
-                stages = build_stages(log, store, config, graph)
+                # The projections (KPI tables, live view) feed nothing scored here: without
+                # them, the ETA stage can follow the others on a core of its own.
+                stages = [
+                    s for s in build_stages(log, store, config, graph) if s.name != "projections"
+                ]
                 run_task = progress.add_task("pipeline and ETA stage", total=None)
-                await run_until_idle(stages, on_progress=lambda n: progress.advance(run_task, n))
+                await run_until_idle(
+                    stages, on_progress=lambda n: progress.advance(run_task, n), parallel=True
+                )
             assert isinstance(log, EmbeddedLog)
             sites = {
                 e.work_order_id: (e.site_lat, e.site_lon)
