@@ -771,13 +771,16 @@ async def run_until_idle(
     finally:
         # The batches processed so far are whole: commit them, also when a step failed or
         # the run was cancelled (a failed step holds nothing: it neither appended nor kept).
+        follower_failed: RuntimeError | None = None
         try:
             if follower is not None and follower.error is None:
-                follower.sync(followed)
+                try:
+                    follower.sync(followed)
+                except RuntimeError as exc:  # it failed meanwhile (raised below)
+                    follower_failed = exc
             if follower is not None and follower.error is not None:
-                # Without the follower's batches, none is committed: every stage stays at
-                # the same round, and a restart processes the batches again (their outputs
-                # are on the log, with their marks).
+                # Without the follower's batches, none is committed (a restart processes the
+                # batches again: their outputs are on the log, with their marks).
                 for stage in group.stages:
                     if stage.held:
                         stage.held.clear()
@@ -785,7 +788,9 @@ async def run_until_idle(
         finally:
             group.close()
             if follower is not None:
-                if failed:
+                if failed or follower.error is not None:
                     follower.close()
                 else:
                     follower.stop()
+        if follower_failed is not None and not failed:
+            raise follower_failed
