@@ -3,7 +3,12 @@ one process, a failure in it fails the run, and a restart after that failure end
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +143,91 @@ def test_a_failure_in_the_follower_fails_the_run_and_a_restart_ends_the_same(
     assert calls[0] == 0  # the failing copy ran in the follower only
     for key in a:
         assert a[key] == b[key], key
+
+
+KILL_RUNNER = """
+import asyncio, multiprocessing, sys
+from pathlib import Path
+from streams import follower
+from streams.bootstrap import build_stages, open_log, open_state_store
+from streams.config import Config
+from streams.pipeline import run_until_idle
+
+follower.cores = lambda: 2
+
+async def main(data_dir):
+    config = Config(data_dir=Path(data_dir), batch_size=400)
+    log = await open_log(config)
+    store = open_state_store(config.data_dir, None)
+    stages = [s for s in build_stages(log, store, config) if s.name != "projections"]
+    # Say when a group is committed, and which process follows.
+    commit_many = store.commit_many
+    def committed(*args, **kwargs):
+        commit_many(*args, **kwargs)
+        pids = " ".join(str(p.pid) for p in multiprocessing.active_children())
+        print("committed", pids, flush=True)
+    store.commit_many = committed
+    await run_until_idle(stages, parallel=True)
+    print("done", flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("kill_after", [1, 3])
+def test_kill_9_of_the_runner_ends_its_follower_and_a_restart_equals_a_clean_run(
+    tmp_path: Path, kill_after: int
+) -> None:
+    sim = simulated_day()
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+    for d in (crashed, clean):
+        run(_close_after(embedded_day(d, sim)))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", KILL_RUNNER]
+    proc = subprocess.Popen(
+        [*command, str(crashed)], stdout=subprocess.PIPE, text=True, cwd=REPO, env=env
+    )
+    assert proc.stdout is not None
+    followers: set[int] = set()
+    seen = 0
+    while seen < kill_after:
+        line = proc.stdout.readline()
+        assert line.startswith("committed"), f"the runner ended before it could be killed: {line}"
+        followers.update(int(p) for p in line.split()[1:])
+        seen += 1
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert followers, "no follower process was running"
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in followers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in followers), "the follower outlived its runner"
+    for d in (crashed, clean):
+        done = subprocess.run(
+            [*command, str(d)],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+    a, b = run(_everything(clean)), run(_everything(crashed))
+    assert len(a["fs.eta"]) > 100
+    for key in a:
+        assert a[key] == b[key], key
+
+
+async def _close_after(opening: Any) -> None:
+    await (await opening).close()
