@@ -141,8 +141,12 @@ def score(
     sites: Mapping[str, tuple[float, float]],
     graph: RoadGraph,
     horizons_min: Sequence[int] = (60, 30, 10),
+    free_flow: Mapping[tuple[tuple[float, float], tuple[float, float]], float] | None = None,
 ) -> dict[str, Any]:
-    """Score forecasts and alerts against ``truth`` (one row per visit, simulator format)."""
+    """Score forecasts and alerts against ``truth`` (one row per visit, simulator format).
+
+    ``free_flow``: free-flow seconds already known, by (site, position) (see
+    :func:`candidate_pairs`); the free-flow baseline of any other pair is computed here."""
     forecasts: dict[str, list[Forecast]] = defaultdict(list)
     for raw in eta_records:
         event = decode_trusted(raw)
@@ -200,7 +204,22 @@ def score(
             pairs.append((h, state, forecast, arrival, t, crow))
             site_at.append(site)
             position_at.append(position)
-    free_s = _free_flow_s(graph, site_at, position_at, [(p[3] - p[4]) / 1000.0 for p in pairs])
+    ahead = [(p[3] - p[4]) / 1000.0 for p in pairs]
+    if free_flow is None:
+        free_s = free_flow_s(graph, site_at, position_at, ahead)
+    else:  # computed ahead (for every pair that might be scored); any other computed here
+        known = [free_flow.get(key) for key in zip(site_at, position_at, strict=True)]
+        missing = [j for j, value in enumerate(known) if value is None]
+        if missing:
+            found = free_flow_s(
+                graph,
+                [site_at[j] for j in missing],
+                [position_at[j] for j in missing],
+                [ahead[j] for j in missing],
+            )
+            for j, value in zip(missing, found, strict=True):
+                known[j] = value
+        free_s = [float(value) for value in known if value is not None]
 
     scores = {h: HorizonScore() for h in horizons_min}
     by_state = {h: {state: HorizonScore() for state in STATES} for h in horizons_min}
@@ -226,7 +245,34 @@ def score(
     }
 
 
-def _free_flow_s(
+def candidate_pairs(
+    truth: Sequence[Mapping[str, Any]],
+    sites: Mapping[str, tuple[float, float]],
+    track: Track,
+    horizons_min: Sequence[int],
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]], list[float]]:
+    """Every (site, position, seconds ahead) :func:`score` may take the free-flow baseline
+    of, known before any forecast is: which of them it takes depends on the forecasts."""
+    site_at: list[tuple[float, float]] = []
+    position_at: list[tuple[float, float]] = []
+    ahead: list[float] = []
+    for row in truth:
+        site = sites.get(row["work_order_id"])
+        if site is None:
+            continue
+        for h in horizons_min:
+            t = row["arrival_ms"] - h * MINUTE_MS
+            if t < row["en_route_ms"] - 6 * 60 * MINUTE_MS:
+                continue
+            position = track.at(row["technician_id"], t)
+            if position is not None:
+                site_at.append(site)
+                position_at.append(position)
+                ahead.append((row["arrival_ms"] - t) / 1000.0)
+    return site_at, position_at, ahead
+
+
+def free_flow_s(
     graph: RoadGraph,
     sites: Sequence[tuple[float, float]],
     positions: Sequence[tuple[float, float]],

@@ -95,12 +95,12 @@ from events import kinds as k
 from events.base import Event
 from events.catalog import TOPIC_OF
 from events.codec import decode_trusted, encode, encode_ping_columns
-from gateway.evaluate import MINUTE_MS, score
+from gateway.evaluate import MINUTE_MS, Track, candidate_pairs, free_flow_s, score
 from simulator.traces import TRACE_COLUMNS
 from streams.collector import collector_paused
 from streams.eta_stage import EtaProcessor
 from streams.log import OutRecord
-from streams.prefetch import FieldPrefetch
+from streams.prefetch import FieldPrefetch, Forked
 
 if TYPE_CHECKING:
     from eta_engine.roads import RoadGraph
@@ -905,6 +905,41 @@ async def replay_through_pipeline(
             await log.close()
 
 
+class FreeFlowPrefetch:
+    """The free-flow baseline of a trace evaluation (:func:`gateway.evaluate.free_flow_s`)
+    for every pair it may score, computed by a forked process while this one runs the
+    pipeline: which pairs are scored depends on the engine's outputs, where each van was and
+    where it went does not. A pair's time depends only on the graph, its site and its
+    position (see :meth:`eta_engine.roads.RoadGraph.times_to`)."""
+
+    def __init__(self, keys: list[tuple[Any, Any]], forked: Forked) -> None:
+        self.keys = keys
+        self._forked = forked
+
+    @classmethod
+    def start(
+        cls,
+        graph: Any,
+        sites: Sequence[tuple[float, float]],
+        positions: Sequence[tuple[float, float]],
+        ahead_s: Sequence[float],
+    ) -> FreeFlowPrefetch:
+        keys = list(zip(sites, positions, strict=True))
+
+        def fill(out: Any) -> None:
+            out[:] = free_flow_s(graph, sites, positions, ahead_s)
+
+        return cls(keys, Forked.start([((len(keys),), np.float64)], fill))
+
+    def result(self) -> dict[tuple[Any, Any], float]:
+        """(site, position) -> free-flow seconds; empty if the child failed (the scoring
+        then computes them itself)."""
+        arrays = self._forked.result()
+        if arrays is None:
+            return {}
+        return dict(zip(self.keys, arrays[0].tolist(), strict=True))
+
+
 def scored_fixes(
     trips: Trips,
     truth: Sequence[dict[str, Any]],
@@ -976,6 +1011,12 @@ async def evaluate_traces(
         prefetch = FieldPrefetch.start(FieldStore(graph), sites.tolist())
         lap("clean")
         replay = trace_events(trips, rules, graph.region)
+        # Where each van was at each horizon is known now, and so the free-flow baseline of
+        # every pair that might be scored: computed on the other core during the pipeline.
+        fixes = scored_fixes(trips, replay.truth, replay.pings, horizons_min)
+        free_flow = FreeFlowPrefetch.start(
+            graph, *candidate_pairs(replay.truth, replay.sites, Track.of(fixes), horizons_min)
+        )
         lap("events")
     etas = await replay_through_pipeline(replay, graph, on_progress=on_progress, prefetch=prefetch)
     lap("pipeline")
@@ -984,10 +1025,11 @@ async def evaluate_traces(
             truth=replay.truth,
             eta_records=etas,
             alert_records=(),
-            gps_records=scored_fixes(trips, replay.truth, replay.pings, horizons_min),
+            gps_records=fixes,
             sites=replay.sites,
             graph=graph,
             horizons_min=horizons_min,
+            free_flow=free_flow.result(),
         )
         first_fix: dict[str, int] = {}
         for s, vc in zip(trips.start.tolist(), trips.vehicle_of.tolist(), strict=True):

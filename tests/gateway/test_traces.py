@@ -27,8 +27,9 @@ from events.catalog import TOPIC_OF
 from events.codec import Rejection, decode_trusted, encode, validate
 from gateway import traces as tr
 from gateway.cli import main
-from gateway.evaluate import score
+from gateway.evaluate import Track, candidate_pairs, score
 from simulator.traces import TRACE_COLUMNS, trace_table, write_traces
+from streams import prefetch
 from streams.pipeline import HORIZON_STEP_MS
 from tests.support import graph, simulated_day
 
@@ -554,7 +555,10 @@ def test_simulator_traces_score_like_the_simulator_evaluation(tmp_path: Path) ->
         assert b["median_width_min"] == pytest.approx(a["median_width_min"], rel=0.5)
 
 
-def test_predictions_are_the_pairs_the_report_scores(tmp_path: Path) -> None:
+def test_predictions_are_the_pairs_the_report_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prefetch, "_cores", lambda: 2)  # work ahead even on one core
     g = graph()
     path = tmp_path / "day.csv"
     path.write_text(_day_csv())
@@ -584,6 +588,19 @@ def test_predictions_are_the_pairs_the_report_scores(tmp_path: Path) -> None:
     few = tr.scored_fixes(trips, replay.truth, replay.pings, horizons)
     assert len(few) < len(replay.pings) / 5
     assert score(gps_records=few, **common) == score(gps_records=replay.pings, **common)
+    # the free-flow baseline of every pair that might be scored, computed ahead on another
+    # core, scores the same; so does half of it (the rest computed in the scoring); a wrong
+    # value there would show (the scoring takes them)
+    ahead = tr.FreeFlowPrefetch.start(
+        g, *candidate_pairs(replay.truth, replay.sites, Track.of(few), horizons)
+    ).result()
+    assert ahead
+    baseline = score(gps_records=few, **common)
+    assert score(gps_records=few, free_flow=ahead, **common) == baseline
+    half = dict(list(ahead.items())[::2])
+    assert score(gps_records=few, free_flow=half, **common) == baseline
+    wrong = {key: seconds + 600.0 for key, seconds in ahead.items()}
+    assert score(gps_records=few, free_flow=wrong, **common) != baseline
 
 
 # -- a region with no speed tags -------------------------------------------------------------
