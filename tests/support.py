@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -69,3 +72,38 @@ async def embedded_day(data_dir: Path, sim: Simulation) -> Log:
     log = await open_log(Config(data_dir=data_dir))
     await ingest_day(log, sim)
     return log
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def python_env() -> dict[str, str]:
+    """The environment a Python child of a test runs in (the repository on its path)."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def run_python(code: str, *args: str, timeout: float = 300) -> None:
+    """Run ``code`` in a fresh Python from the repository's root, to its end; fail the test
+    with its standard error if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=python_env(),
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def start_python(code: str, *args: str) -> subprocess.Popen[str]:
+    """Start ``code`` in a fresh Python from the repository's root, its standard output a
+    pipe of text lines (to be killed, say, at a line it prints)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=python_env(),
+    )

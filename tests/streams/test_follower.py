@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from streams.eta_stage import EtaProcessor
 from streams.pipeline import Stage, run_until_idle
 from streams.replay import read_topic
 from streams.state_store import STATE_FILE, SqliteStateStore
-from tests.support import embedded_day, graph, run, simulated_day
+from tests.support import embedded_day, graph, run, run_python, simulated_day, start_python
 
 
 @pytest.fixture(autouse=True)
@@ -173,8 +171,6 @@ async def main(data_dir):
 asyncio.run(main(sys.argv[1]))
 """
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _alive(pid: int) -> bool:
     try:
@@ -192,11 +188,7 @@ def test_kill_9_of_the_runner_ends_its_follower_and_a_restart_equals_a_clean_run
     crashed, clean = tmp_path / "crashed", tmp_path / "clean"
     for d in (crashed, clean):
         run(_close_after(embedded_day(d, sim)))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-c", KILL_RUNNER]
-    proc = subprocess.Popen(
-        [*command, str(crashed)], stdout=subprocess.PIPE, text=True, cwd=REPO, env=env
-    )
+    proc = start_python(KILL_RUNNER, str(crashed))
     assert proc.stdout is not None
     followers: set[int] = set()
     seen = 0
@@ -212,17 +204,8 @@ def test_kill_9_of_the_runner_ends_its_follower_and_a_restart_equals_a_clean_run
     while any(_alive(p) for p in followers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in followers), "the follower outlived its runner"
-    for d in (crashed, clean):
-        done = subprocess.run(
-            [*command, str(d)],
-            check=False,
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env=env,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr
+    run_python(KILL_RUNNER, str(crashed))  # the restart
+    run_python(KILL_RUNNER, str(clean))
     a, b = run(_everything(clean)), run(_everything(crashed))
     assert len(a["fs.eta"]) > 100
     for key in a:

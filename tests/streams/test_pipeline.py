@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +25,11 @@ from tests.support import (
     process,
     read_all,
     run,
+    run_python,
     simulated_day,
+    start_python,
     states,
 )
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _check_day(log: Log, stages: list[Any]) -> None:
@@ -276,14 +274,7 @@ def test_kill_9_mid_run_then_restart_equals_a_clean_run(
 
     run(prepare(crashed))
     run(prepare(clean))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_RUNNER, str(crashed)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env=env,
-    )
+    proc = start_python(KILL_RUNNER, str(crashed))
     assert proc.stdout is not None
     seen = 0
     while seen < kill_after:
@@ -292,24 +283,8 @@ def test_kill_9_mid_run_then_restart_equals_a_clean_run(
         seen += line.startswith(what)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    restart = subprocess.run(
-        [sys.executable, "-c", KILL_RUNNER, str(crashed)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
-    assert restart.returncode == 0, restart.stderr
-    subprocess.run(
-        [sys.executable, "-c", KILL_RUNNER, str(clean)],
-        check=True,
-        capture_output=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
+    run_python(KILL_RUNNER, str(crashed))  # the restart
+    run_python(KILL_RUNNER, str(clean))
 
     async def final(
         directory: Path,
