@@ -47,7 +47,7 @@ import itertools
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,43 +183,32 @@ def score(
     pairs: list[tuple[int, str, Forecast, int, int, float]] = []
     site_at: list[tuple[float, float]] = []
     position_at: list[tuple[float, float]] = []
-    for row in rows:
-        wo, arrival = row["work_order_id"], row["arrival_ms"]
-        site = sites.get(wo)
+    issued_of = {wo: [f.issued for f in items] for wo, items in forecasts.items()}
+    for row, h, t, site, position in _points(rows, sites, track, horizons_min):
+        wo = row["work_order_id"]
         items = forecasts.get(wo, [])
-        issued = [f.issued for f in items]
-        for h in horizons_min:
-            t = arrival - h * MINUTE_MS
-            if t < row["en_route_ms"] - 6 * 60 * MINUTE_MS:
-                continue
-            i = bisect.bisect_right(issued, t) - 1
-            if i < 0 or items[i].issued < visit_start[(wo, row["visit"])]:
-                continue
-            forecast = items[i]
-            position = track.at(row["technician_id"], t)
-            if site is None or position is None:
-                continue
-            state = EN_ROUTE if row["en_route_ms"] <= t else NOT_DEPARTED
-            crow = distance_m(position[0], position[1], site[0], site[1]) / crow_speed
-            pairs.append((h, state, forecast, arrival, t, crow))
-            site_at.append(site)
-            position_at.append(position)
+        i = bisect.bisect_right(issued_of.get(wo, []), t) - 1
+        if i < 0 or items[i].issued < visit_start[(wo, row["visit"])]:
+            continue
+        state = EN_ROUTE if row["en_route_ms"] <= t else NOT_DEPARTED
+        crow = distance_m(position[0], position[1], site[0], site[1]) / crow_speed
+        pairs.append((h, state, items[i], row["arrival_ms"], t, crow))
+        site_at.append(site)
+        position_at.append(position)
+    # Those computed ahead (for every pair that might be scored) are taken; the others now.
     ahead = [(p[3] - p[4]) / 1000.0 for p in pairs]
-    if free_flow is None:
-        free_s = free_flow_s(graph, site_at, position_at, ahead)
-    else:  # computed ahead (for every pair that might be scored); any other computed here
-        known = [free_flow.get(key) for key in zip(site_at, position_at, strict=True)]
-        missing = [j for j, value in enumerate(known) if value is None]
-        if missing:
-            found = free_flow_s(
-                graph,
-                [site_at[j] for j in missing],
-                [position_at[j] for j in missing],
-                [ahead[j] for j in missing],
-            )
-            for j, value in zip(missing, found, strict=True):
-                known[j] = value
-        free_s = [float(value) for value in known if value is not None]
+    known = free_flow or {}
+    free_s = [known.get(key, math.nan) for key in zip(site_at, position_at, strict=True)]
+    missing = [j for j, value in enumerate(free_s) if math.isnan(value)]
+    if missing:
+        found = free_flow_s(
+            graph,
+            [site_at[j] for j in missing],
+            [position_at[j] for j in missing],
+            [ahead[j] for j in missing],
+        )
+        for j, value in zip(missing, found, strict=True):
+            free_s[j] = value
 
     scores = {h: HorizonScore() for h in horizons_min}
     by_state = {h: {state: HorizonScore() for state in STATES} for h in horizons_min}
@@ -256,7 +245,23 @@ def candidate_pairs(
     site_at: list[tuple[float, float]] = []
     position_at: list[tuple[float, float]] = []
     ahead: list[float] = []
-    for row in truth:
+    for row, _h, t, site, position in _points(truth, sites, track, horizons_min):
+        site_at.append(site)
+        position_at.append(position)
+        ahead.append((row["arrival_ms"] - t) / 1000.0)
+    return site_at, position_at, ahead
+
+
+def _points(
+    rows: Sequence[Mapping[str, Any]],
+    sites: Mapping[str, tuple[float, float]],
+    track: Track,
+    horizons_min: Sequence[int],
+) -> Iterator[tuple[Mapping[str, Any], int, int, tuple[float, float], tuple[float, float]]]:
+    """(row, horizon, time, site, position) for each visit and horizon that can be scored,
+    forecasts aside: the visit's site is known, the time is at most six hours before it set
+    off, and the van's position at that time is known."""
+    for row in rows:
         site = sites.get(row["work_order_id"])
         if site is None:
             continue
@@ -266,10 +271,7 @@ def candidate_pairs(
                 continue
             position = track.at(row["technician_id"], t)
             if position is not None:
-                site_at.append(site)
-                position_at.append(position)
-                ahead.append((row["arrival_ms"] - t) / 1000.0)
-    return site_at, position_at, ahead
+                yield row, h, t, site, position
 
 
 def free_flow_s(

@@ -51,7 +51,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from streams.log import BatchMark
-from streams.pipeline import HORIZON_STEP_MS, BatchStats, Ends, Stage
+from streams.pipeline import BatchStats, Ends, Stage, horizon_after
 
 _HORIZON = "horizon"
 """The entry of a round's mark that holds its horizon (the others are ``topic/partition``)."""
@@ -59,11 +59,6 @@ _HORIZON = "horizon"
 MAX_AHEAD = 24
 """Rounds the runner may be ahead of its follower before it waits for it (a bound on what the
 pipe holds, and on how far behind the others its committed state may be)."""
-
-
-def _ceil(t: int) -> int:
-    """The horizon of the round whose window holds time ``t``."""
-    return (t // HORIZON_STEP_MS + 1) * HORIZON_STEP_MS
 
 
 def can_follow(stages: Sequence[Any]) -> bool:
@@ -135,7 +130,7 @@ class Follower:
             self._next_round = max(marks, default=0) + 1
         # Where the log stands as the run starts: the first round's "round before" (rounds
         # recorded by earlier runs come first, and bring their own).
-        before = None if recorded else await self.ends()
+        before = None if recorded else await stage.input_ends()
         context = multiprocessing.get_context("fork")
         # Two one-way pipes, not a socket pair: what the follower wrote last (its failure)
         # stays readable after it has exited, whatever was left unread on its side.
@@ -174,23 +169,13 @@ class Follower:
         recorded on the log with the horizon, in a batch mark of their own (see the module
         docstring), under the next round number."""
         stage = self.stage
-        ends = await self.ends()
+        ends = await stage.input_ends()
         if stage.log.keeps_marks:
             inputs = {f"{t}/{p}": (0, end) for (t, p), end in ends.items()}
             inputs[_HORIZON] = (horizon, horizon)
             mark = BatchMark(self._rounds, self._next_round, inputs)
             await stage.log.append([], durable=stage.held is None, mark=mark)
             self._next_round += 1
-        return ends
-
-    async def ends(self) -> Ends:
-        """The end offsets of the stage's input partitions, now."""
-        stage = self.stage
-        ends: Ends = {}
-        for topic in stage.processor.inputs:
-            for p, end in (await stage.log.end_offsets(topic)).items():
-                if (topic, p) in stage._positions:
-                    ends[(topic, p)] = end
         return ends
 
     def send_round(self, horizon: int, ends: Ends) -> None:
@@ -221,11 +206,9 @@ class Follower:
         self._send(("drain", ends))
         while True:
             message = self._receive()
-            if message[0] == "drained":
-                self._take(("round", *message[1:]), handle)
-                self.done -= 1  # not a round sent
-                return
             self._take(message, handle)
+            if message[0] == "drained":
+                return
 
     def stop(self) -> None:
         """Ask the follower for its totals and positions (kept on the stage) and wait for it
@@ -238,8 +221,7 @@ class Follower:
             if message[0] == "stopped":
                 totals, positions, batch = message[1:]
                 self.stage.totals = totals
-                self.stage._positions = positions
-                self.stage._batch = batch
+                self.stage.take_progress(positions, batch)
         finally:
             self.close()
 
@@ -285,13 +267,15 @@ class Follower:
         return message
 
     def _take(self, message: tuple[Any, ...], handle: Any) -> None:
+        """Take a report of the follower's steps: their batches' commits (kept with the stage,
+        for the group commit) and stats (``handle(stats)`` each)."""
         kind, stats, held = message
-        assert kind == "round", kind
         if self.stage.held is not None:
             self.stage.held.extend(held)
         for s in stats:
             handle(s)
-        self.done += 1
+        if kind == "round":  # a round sent (not the steps of the drain)
+            self.done += 1
 
 
 class _Duplex:
@@ -334,7 +318,6 @@ def _serve(stage: Stage, conn: _Duplex, runners: _Duplex, before: Ends | None) -
 async def _follow(stage: Stage, conn: _Duplex, before: Ends | None) -> None:
     stage.log = stage.log.reopen()  # type: ignore[attr-defined]
     stage.detached = None
-    held = stage.held is not None
     try:
         while True:
             message = conn.recv()
@@ -343,22 +326,23 @@ async def _follow(stage: Stage, conn: _Duplex, before: Ends | None) -> None:
                 _, horizon, ends = message
                 stats = await _round(stage, horizon, before or ends, ends)
                 before = ends
-                conn.send(("round", stats, _take_held(stage, held)))
+                conn.send(("round", stats, _take_held(stage)))
             elif kind == "sync":
                 await stage.log.sync()
                 conn.send(("synced",))
             elif kind == "drain":
                 stats = await _round(stage, None, message[1], message[1])
-                conn.send(("drained", stats, _take_held(stage, held)))
+                conn.send(("drained", stats, _take_held(stage)))
             elif kind == "stop":
-                conn.send(("stopped", stage.totals, stage._positions, stage._batch))
+                conn.send(("stopped", stage.totals, *stage.progress()))
                 return
     finally:
         await stage.log.close()
 
 
-def _take_held(stage: Stage, held: bool) -> list[Any]:
-    if not held or not stage.held:
+def _take_held(stage: Stage) -> list[Any]:
+    """The commits the stage holds (for the runner to commit), handed over once."""
+    if not stage.held:
         return []
     out = list(stage.held)
     stage.held.clear()
@@ -372,16 +356,16 @@ async def _round(stage: Stage, horizon: int | None, before: Ends, ends: Ends) ->
     stats: list[BatchStats] = []
     # Batches to process again after a restart are cut as they were, whatever the horizon:
     # one process gets through them first too (the others idle meanwhile).
-    while stage._batch + 1 in stage._redo:
+    while stage.redo_pending:
         stats.append(await stage.step(horizon, ends))
     while True:
         # One process would have started the round with a horizon of its own, had its head,
         # on the log as it stood then, been in an earlier window than the others' heads: a
         # round they idled through.
         head = await stage.next_time(before)
-        if head is None or (horizon is not None and _ceil(head) >= horizon):
+        if head is None or (horizon is not None and horizon_after(head) >= horizon):
             break
-        stats.append(await stage.step(_ceil(head), before))
+        stats.append(await stage.step(horizon_after(head), before))
     if horizon is not None:
         stats.append(await stage.step(horizon, ends))
     return [s for s in stats if s.records]

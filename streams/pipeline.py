@@ -316,6 +316,32 @@ class Stage:
         self.processor.restore(self.store, state)
         self._started = True
 
+    @property
+    def redo_pending(self) -> bool:
+        """Whether the next batch is one to process again as it was cut before a restart."""
+        return self._batch + 1 in self._redo
+
+    def progress(self) -> tuple[dict[tuple[str, int], int], int]:
+        """Where the stage stands: the next offset of each input partition, and the number
+        of the last batch processed."""
+        return dict(self._positions), self._batch
+
+    def take_progress(self, positions: dict[tuple[str, int], int], batch: int) -> None:
+        """Stand where :meth:`progress` said another copy of this stage stood (see
+        :mod:`streams.follower`)."""
+        self._positions = dict(positions)
+        self._batch = batch
+
+    async def input_ends(self) -> Ends:
+        """The end offsets of the stage's input partitions, now."""
+        await self.start()
+        ends: Ends = {}
+        for topic in self.processor.inputs:
+            for p, end in (await self.log.end_offsets(topic)).items():
+                if (topic, p) in self._positions:
+                    ends[(topic, p)] = end
+        return ends
+
     async def lag(self) -> int:
         """Records on the inputs not yet processed."""
         await self.start()
@@ -625,6 +651,11 @@ fixed (windows are whole multiples of it since the epoch), so a run restarted af
 cuts exactly the same windows as a run that never stopped."""
 
 
+def horizon_after(t: int) -> int:
+    """The horizon of the round whose window holds time ``t`` (the grid's next point)."""
+    return (t // HORIZON_STEP_MS + 1) * HORIZON_STEP_MS
+
+
 GROUP_ROUNDS = 12
 """Rounds (an hour of event time on the grid) whose batches :func:`run_until_idle` commits
 together while it works through a backlog."""
@@ -750,10 +781,10 @@ async def run_until_idle(
             heads = [t for t in [await s.next_time() for s in ours] if t is not None]
             if not heads:
                 if follower is not None:
-                    follower.drain(await follower.ends(), followed)
+                    follower.drain(await follower.stage.input_ends(), followed)
                 failed = False
                 return total
-            horizon = (min(heads) // HORIZON_STEP_MS + 1) * HORIZON_STEP_MS
+            horizon = horizon_after(min(heads))
             for stage in ours:
                 await group.before(stage)
                 took(stage, await stage.step(horizon))
