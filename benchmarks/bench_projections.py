@@ -12,7 +12,7 @@ Run by hand:
 2. Timed, "live": the projection stage alone, from an empty store, over the whole log in the
    pipeline's 5-minute event-time windows (what ``fieldstream process`` does while catching
    up): while records beyond a window are already read ahead, the stage folds several windows
-   and flushes and commits them together (up to 20,000 records, the default batch size, never
+   and flushes and commits them together (up to 100,000 records, CATCHUP_RECORDS, never
    across a day close), committing only its small "read" mark per window (see
    streams/projection_stage.py).
 3. Timed, "rebuild": the same from an empty store in large batches (``--batch`` records per
@@ -80,6 +80,8 @@ async def timed(log: Log, directory: Path, batch: int | None) -> tuple[int, floa
     fresh(directory)
     config = Config(data_dir=directory, batch_size=batch or 20_000)
     stage = build_projection_stage(log, config)
+    if batch is not None:
+        stage.catchup_batch = batch  # one transaction per batch
     began = time.perf_counter()
     if batch is None:
         n = await stage.run_until_idle()

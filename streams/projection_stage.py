@@ -17,9 +17,9 @@ over a column at a time: ``Log.read_columns``, no object per ping), and then
 
 While catching up (records beyond the step already read ahead), steps are folded without
 this: the fold's state does not depend on the batching, so several steps' records are
-flushed and committed together, once ``max_batch`` of them wait or the stage has caught up
-(see ``ProjectionStage._may_defer`` for the conditions that keep the day-close snapshots as
-they would be). A stage that has caught up commits every step.
+flushed and committed together, once ``catchup_batch`` of them wait (100,000 by default) or
+the stage has caught up (see ``ProjectionStage._may_defer`` for the conditions that keep the
+day-close snapshots as they would be). A stage that has caught up commits every step.
 
 A deferred step still commits, in a small transaction, how far it has read (the meta key
 ``read``). A restart folds the records between the committed offsets and that mark again
@@ -59,6 +59,14 @@ KPI_TOPIC = "fs.kpi"
 READ_CHUNK = 5_000
 COLUMNAR = frozenset({"fs.gps"})
 """Inputs read a column at a time (``Log.read_columns``): GPS pings, most of the records."""
+CATCHUP_RECORDS = 100_000
+"""While catching up, the stage commits once this many records wait (or ``max_batch``, if
+that is larger). A flush recomputes every KPI subject the records touched since the last
+one, and a subject is touched again by each batch that carries more of its events, so
+fewer, larger flushes do less work in all; the cost is what a restart folds again (the
+records since the last commit, about a second of work) and views that, while the stage
+catches up, lag the log by up to as many records. A stage that has caught up commits every
+step."""
 
 
 StepStats = BatchStats
@@ -173,11 +181,17 @@ class ProjectionStage:
         *,
         settings: Settings | None = None,
         max_batch: int = 20_000,
+        catchup_batch: int | None = None,
     ) -> None:
         self.log = log
         self._open_store = open_store
         self.settings = settings or Settings()
         self.max_batch = max_batch
+        self.catchup_batch = (
+            max(max_batch, CATCHUP_RECORDS) if catchup_batch is None else catchup_batch
+        )
+        """Records folded, while catching up, after which the stage commits (see
+        :data:`CATCHUP_RECORDS`)."""
         self.projection = Projection(self.settings)
         self.store: ProjectionStore | None = None
         self.totals: dict[str, int] = {}
@@ -410,8 +424,8 @@ class ProjectionStage:
         restart, so exactly-once holds either way). Only while catching up, and only when a
         flush now could publish nothing that a later one would not publish the same:
 
-        * fewer than ``max_batch`` records wait, and records beyond this step are already
-          read ahead (a stage that has caught up commits every step, so the live view and
+        * fewer than :attr:`catchup_batch` records wait, and records beyond this step are
+          already read ahead (a stage that has caught up commits every step, so the live view and
           the KPI tables are never behind the log it has read);
         * no day closed since the last commit (its KpiSnapshots are taken at once, from
           the state as of this step, as without deferring);
@@ -419,7 +433,7 @@ class ProjectionStage:
           record may give a closed, unpublished day its first KPI group or the cause of its
           close, which a flush at once would publish).
         """
-        if self._unsaved_records >= self.max_batch:
+        if self._unsaved_records >= self.catchup_batch:
             return False
         if not any(buffer.pending() for buffer in self._buffers.values()):
             return False

@@ -56,11 +56,13 @@ def rebuild(
     settings: Settings | None = None,
 ) -> None:
     """Project the whole log again into a fresh store: in the pipeline's event-time windows
-    (``batch=None``) or in batches of ``batch`` records."""
+    (``batch=None``) or in batches of ``batch`` records, each committed on its own."""
 
     async def body() -> None:
         log = EmbeddedLog.open(data_dir)
-        stage = ProjectionStage(log, open_store, settings=settings, max_batch=batch or 20_000)
+        stage = ProjectionStage(
+            log, open_store, settings=settings, max_batch=batch or 20_000, catchup_batch=batch
+        )
         if batch is None:
             await stage.run_until_idle()
         else:

@@ -53,7 +53,8 @@ async def main(data_dir):
     stages = build_stages(log, store, config)
     for stage in stages:
         if stage.name == "projections":
-            stage.max_batch = 500  # commits at least every 500 records: many transactions
+            # commits at least every 500 records, also while catching up: many transactions
+            stage.max_batch = stage.catchup_batch = 500
     await run_until_idle(stages)
     print("done", flush=True)
 
@@ -140,7 +141,9 @@ def test_a_stage_stopped_while_deferring_its_commit_resumes_where_it_had_read(
 
     async def body() -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
         log = EmbeddedLog.open(processed_day.data_dir)
-        first = ProjectionStage(log, lambda: SqliteProjectionStore(path), max_batch=5_000)
+        first = ProjectionStage(
+            log, lambda: SqliteProjectionStore(path), max_batch=5_000, catchup_batch=5_000
+        )
         committed: dict[tuple[str, int], int] = {}
         for _ in range(200):
             head = await first.next_time()
@@ -152,7 +155,9 @@ def test_a_stage_stopped_while_deferring_its_commit_resumes_where_it_had_read(
                 break
         read = first.positions
         first.close()  # stopped: what was folded since the last commit is not flushed
-        second = ProjectionStage(log, lambda: SqliteProjectionStore(path), max_batch=5_000)
+        second = ProjectionStage(
+            log, lambda: SqliteProjectionStore(path), max_batch=5_000, catchup_batch=5_000
+        )
         await second.start()
         resumed = second.positions
         await second.run_until_idle()
