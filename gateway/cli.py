@@ -461,6 +461,7 @@ def _sim_params(args: argparse.Namespace) -> SimParams:
             seed=args.seed,
             start_date=args.start,
             hours=args.hours,
+            workforce_seed=getattr(args, "workforce_seed", None),
             **overrides,
         )
     except (TypeError, ValueError) as exc:
@@ -551,6 +552,12 @@ def _simulation_options(p: argparse.ArgumentParser, technicians: int, hours: flo
         help="the simulated date (YYYY-MM-DD)",
     )
     p.add_argument("--hours", type=float, default=hours, help="hours of the day to simulate")
+    p.add_argument(
+        "--workforce-seed",
+        type=int,
+        help="draw the technicians with this seed (default: --seed); days simulated with "
+        "different seeds and one workforce seed are days of the same technicians",
+    )
     p.add_argument(
         "--set",
         action="append",

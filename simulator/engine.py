@@ -354,10 +354,11 @@ class _Run:
         self.world = world
         seed = params.seed
 
-        def stream(n: int) -> np.random.Generator:
+        def stream(n: int, seed: int = seed) -> np.random.Generator:
             return np.random.Generator(np.random.PCG64([seed, n]))
 
-        self.rng_workforce = stream(STREAM_WORKFORCE)
+        workforce_seed = seed if params.workforce_seed is None else params.workforce_seed
+        self.rng_workforce = stream(STREAM_WORKFORCE, workforce_seed)
         self.rng_demand = stream(STREAM_DEMAND)
         self.rng = stream(STREAM_DAY)
         self.prefix = f"sim-{seed}-{params.run_tag()}-"

@@ -220,6 +220,10 @@ class SimParams:
     shift_start_local_h: float = 8.0
     utc_offset_h: int = 1
     """Local time minus UTC (Europe/Andorra is UTC+1 in winter; taken as fixed, see above)."""
+    workforce_seed: int | None = dataclasses.field(default=None, repr=False)
+    """The seed the technicians (trade, team, home, van, shift start) are drawn with; None:
+    ``seed``. Days simulated with different seeds and one workforce seed are days of the same
+    workforce (a simulated week), where each seed alone would hire a new one every day."""
 
     def __post_init__(self) -> None:
         if self.technicians < 1:
@@ -230,6 +234,8 @@ class SimParams:
             raise ValueError("shift_start_local_h must be between 0 and 12")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
+        if self.workforce_seed is not None and self.workforce_seed < 0:
+            raise ValueError("workforce_seed must be >= 0")
 
     @property
     def midnight_ms(self) -> int:
@@ -255,8 +261,13 @@ class SimParams:
 
     def run_tag(self) -> str:
         """Eight hex digits identifying these parameters; prefixes every event id, so runs
-        with different parameters never share an id (consumers deduplicate by id)."""
-        return hashlib.blake2b(repr(self).encode(), digest_size=4).hexdigest()
+        with different parameters never share an id (consumers deduplicate by id). A workforce
+        seed of its own is added to the text hashed (so parameters without one keep their
+        tag)."""
+        text = repr(self)
+        if self.workforce_seed is not None:
+            text += f"+workforce_seed={self.workforce_seed}"
+        return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
 
 def make_params(
@@ -266,6 +277,7 @@ def make_params(
     seed: int = 1,
     start_date: date = date(2026, 11, 23),
     hours: float = 9.0,
+    workforce_seed: int | None = None,
     **overrides: Any,
 ) -> SimParams:
     """Parameters for a preset, with any :class:`Scenario` field overridden by keyword.
@@ -280,6 +292,7 @@ def make_params(
         scenario=replace(base, **overrides) if overrides else base,
         start_date=start_date,
         hours=hours,
+        workforce_seed=workforce_seed,
     )
 
 

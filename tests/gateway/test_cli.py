@@ -91,6 +91,25 @@ def test_simulate_into_the_log_with_truth_and_a_paced_clock(
     assert elapsed >= 0.75
 
 
+def test_simulated_days_of_one_workforce(tmp_path: Path) -> None:
+    """``--workforce-seed``: two days with their own seeds, the same technicians."""
+
+    def roster(seed: int, *extra: str) -> list[bytes]:
+        out = tmp_path / f"day-{seed}-{len(extra)}.jsonl"
+        argv = ["simulate", "--technicians", "3", "--hours", "2", "--seed", str(seed)]
+        assert main([*argv, *extra, "--out", str(out)]) == 0
+        lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+        return [
+            orjson.dumps(line["data"]) for line in lines if line["type"] == "TechnicianRegistered"
+        ]
+
+    monday = roster(2, "--workforce-seed", "2")
+    assert len(monday) == 3
+    assert roster(3, "--workforce-seed", "2") == monday
+    assert roster(3) != monday
+    assert main(["simulate", "--workforce-seed", "-1", "--out", str(tmp_path / "x")]) == 2
+
+
 def test_clock_parsing() -> None:
     from gateway.feed import Clock
 

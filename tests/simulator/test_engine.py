@@ -7,6 +7,7 @@ import dataclasses
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,35 @@ def test_same_parameters_give_byte_identical_output_and_seeds_differ(graph: Road
     assert again.truth == simulate(params, graph).truth
     other = simulate(dataclasses.replace(params, seed=6), graph)
     assert [r.value for r in records(other)] != [value for *_, value in first]
+
+
+def _roster(sim: Simulation) -> list[tuple[object, ...]]:
+    return [
+        (e.technician_id, e.name, e.team, e.region, tuple(e.skills), e.home_lat, e.home_lon)
+        for e in sim.event_list
+        if isinstance(e, k.TechnicianRegistered)
+    ]
+
+
+def test_days_with_one_workforce_seed_are_days_of_the_same_technicians(graph: RoadGraph) -> None:
+    monday = make_params("normal", technicians=8, seed=5, hours=3.0, workforce_seed=5)
+    tuesday = dataclasses.replace(monday, seed=6, start_date=monday.start_date + timedelta(1))
+    first, second = simulate(monday, graph), simulate(tuesday, graph)
+    assert len(_roster(first)) == 8
+    assert _roster(second) == _roster(first)
+    # the day itself differs (its own seed), and so do its ids
+    assert [e.id for e in second.event_list][:5] != [e.id for e in first.event_list][:5]
+    assert [(e.type, e.time) for e in second.event_list] != [
+        (e.type, e.time) for e in first.event_list
+    ]
+    # without it, each seed hires its own workforce
+    hired = simulate(dataclasses.replace(tuesday, workforce_seed=None), graph)
+    assert _roster(hired) != _roster(first)
+    # by default the workforce is drawn with the day's seed (here 5, as set): the same roster,
+    # under another run tag (ids of runs with other parameters never meet)
+    own = dataclasses.replace(monday, workforce_seed=None)
+    assert _roster(simulate(own, graph)) == _roster(first)
+    assert own.run_tag() != monday.run_tag()
 
 
 def test_a_day_has_every_kind_of_moment(day: Simulation) -> None:

@@ -88,3 +88,8 @@ def test_run_tag_depends_on_every_parameter() -> None:
     assert a.run_tag() != make_params("normal", seed=2).run_tag()
     assert a.run_tag() != make_params("sparse-gps", seed=1).run_tag()
     assert a.run_tag() != make_params("normal", seed=1, dropout_rate=0.2).run_tag()
+    assert a.run_tag() != make_params("normal", seed=1, workforce_seed=1).run_tag()
+    assert (
+        make_params("normal", seed=1, workforce_seed=2).run_tag()
+        != make_params("normal", seed=1, workforce_seed=3).run_tag()
+    )
