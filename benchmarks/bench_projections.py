@@ -6,9 +6,10 @@ Run by hand:
     .venv/bin/python benchmarks/bench_projections.py --days 7 --technicians 500   # the week
     .venv/bin/python benchmarks/bench_projections.py --full          # same as the line above
 
-1. Not timed: simulated days (one per date, consecutive) are ingested into a fresh embedded
-   log and the pipeline's upstream stages (work orders, fleet, ETA engine) run over them, so
-   the log holds everything the projection reads (inputs, snapshots, ETAs, alerts).
+1. Not timed: simulated days (one per date, consecutive, the same technicians every day) are
+   ingested into a fresh embedded log and the pipeline's upstream stages (work orders, fleet,
+   ETA engine) run over them, so the log holds everything the projection reads (inputs,
+   snapshots, ETAs, alerts).
 2. Timed, "live": the projection stage alone, from an empty store, over the whole log in the
    pipeline's 5-minute event-time windows (what ``fieldstream process`` does while catching
    up): while records beyond a window are already read ahead, the stage folds several windows
@@ -56,8 +57,9 @@ async def prepare(directory: Path, technicians: int, days: int, seed: int) -> tu
     began = time.perf_counter()
     for i in range(days):
         day = date(2026, 11, 23) + timedelta(days=i)
+        # One workforce all week (the technicians of a seed), each day its own demand.
         sim = simulate(make_params("normal", technicians=technicians, seed=seed + i,
-                                   start_date=day), graph)  # fmt: skip
+                                   start_date=day, workforce_seed=seed), graph)  # fmt: skip
         report = await feed(log, encoded_lines(sim), clock=Clock(None))
         events += report.accepted
         print(f"  simulated and ingested {day}: {report.accepted:,} events", flush=True)
