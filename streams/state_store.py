@@ -17,7 +17,7 @@ import abc
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -281,7 +281,9 @@ class StateStore(abc.ABC):
         """Store several batches, of one or several stages, in **one** transaction: each as
         :meth:`commit` stores it, in the order given (a stage's batches in their order)."""
         if batches:
-            self._commit_many([(k, [stored_fact(f) for f in fs], c) for k, fs, c in batches])
+            self._commit_many(
+                [(k, [stored_fact(f) for f in fs], c) for k, fs, c in _upserts_once(batches)]
+            )
 
     @abc.abstractmethod
     def _commit_many(self, batches: Sequence[tuple[str, list[StoredEvent], StageCommit]]) -> None:
@@ -338,6 +340,32 @@ class StateStore(abc.ABC):
             )
             assert isinstance(fact, Fact)
             yield fact
+
+
+def _upserts_once(
+    batches: Sequence[tuple[str, Sequence[Fact], StageCommit]],
+) -> list[tuple[str, Sequence[Fact], StageCommit]]:
+    """The batches of one transaction with each stage's upserted rows (offsets, kv entries,
+    positions) written once, with their last values, by the stage's last batch: in one
+    transaction a later batch's row replaces an earlier one's anyway, and a group of rounds
+    otherwise upserts every moving technician's position once per round. Facts, batch
+    records and parked events are written as they were, in order."""
+    last = {commit.stage: i for i, (_, _, commit) in enumerate(batches)}
+    if len(last) == len(batches):
+        return list(batches)
+    merged: dict[str, tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any]]] = {}
+    out = []
+    for i, (kind, facts, commit) in enumerate(batches):
+        offsets, kv, positions = merged.setdefault(commit.stage, ({}, {}, {}))
+        offsets.update(commit.offsets)
+        kv.update(commit.kv)
+        positions.update(commit.positions)
+        if last[commit.stage] == i:
+            written = replace(commit, offsets=offsets, kv=kv, positions=positions)
+        else:
+            written = replace(commit, offsets={}, kv={}, positions={})
+        out.append((kind, facts, written))
+    return out
 
 
 def _stage_state(rows: Mapping[str, Sequence[Any]]) -> StageState:

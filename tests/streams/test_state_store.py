@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eventsourcing.persistence import Mapper
@@ -98,6 +99,45 @@ class StoreContract:
                 )
             assert store.load_stage("a").offsets == {("t", 0): 2}  # the first rolled back too
             assert store.load_stage("a").batch == 2
+        finally:
+            store.close()
+
+    def test_batches_committed_together_leave_the_state_of_each_committed_alone(self) -> None:
+        """One transaction writes each stage's offsets, kv and positions once (the last
+        values): a stage's state is what committing its batches one by one leaves (here the
+        stages ``f`` and ``w``, and their twins ``f2`` and ``w2`` committed one by one)."""
+
+        def batches(twin: str) -> list[tuple[str, list[Any], StageCommit]]:
+            parked = ParkedRecord("WO-9", "ev-x", "fs.status", 0, 3, 1000, 2000, "r", "m", b"x")
+            f, w = "f" + twin, "w" + twin
+            return [
+                ("technician", [], StageCommit(f, {("g", 0): 4, ("h", 1): 2}, 1, {},
+                    kv={"stream_time": 10, "registry": {"T-1": ["gas"]}}, parked_add=[parked],
+                    positions={"T-1": (1, 42.5, 1.5, None, None),
+                               "T-2": (1, 42.0, 1.0, 3.0, 9.0)})),
+                ("workorder", [], StageCommit(w, {("t", 0): 1}, 1, {}, kv={"stream_time": 7})),
+                ("technician", [], StageCommit(f, {("g", 0): 9}, 2, {}, kv={"stream_time": 20},
+                    positions={"T-1": (2, 42.6, 1.6, 5.0, 80.0)}, parked_remove=["ev-x"])),
+                ("technician", [], StageCommit(f, {("g", 0): 11}, 3, {"g/0": (9, 11)},
+                    positions={"T-3": (3, 42.1, 1.1, None, None)})),
+            ]  # fmt: skip
+
+        store = self.make()
+        try:
+            store.commit_many(batches(""))
+            for kind, facts, commit in batches("2"):
+                store.commit(kind, facts, commit)
+            for stage in ("f", "w"):
+                assert store.load_stage(stage) == store.load_stage(stage + "2")
+                assert store.batches(stage) == store.batches(stage + "2")
+            state = store.load_stage("f")
+            assert state.batch == 3
+            assert state.offsets == {("g", 0): 11, ("h", 1): 2}
+            assert state.kv == {"stream_time": 20, "registry": {"T-1": ["gas"]}}
+            assert set(state.positions) == {"T-1", "T-2", "T-3"}
+            assert state.positions["T-1"] == (2, 42.6, 1.6, 5.0, 80.0)
+            assert state.parked == []
+            assert store.load_stage("w").kv == {"stream_time": 7}
         finally:
             store.close()
 
