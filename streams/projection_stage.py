@@ -18,8 +18,9 @@ over a column at a time: ``Log.read_columns``, no object per ping), and then
 While catching up (records beyond the step already read ahead), steps are taken without
 this: the fold's state does not depend on the batching, so several steps' records are
 folded (each partition's in one call), flushed and committed together, once
-``catchup_batch`` of them wait (100,000 by default) or the stage has caught up (see ``ProjectionStage._may_defer`` for the conditions that keep the
-day-close snapshots as they would be). A stage that has caught up commits every step.
+``catchup_batch`` of them wait (100,000 by default) or the stage has caught up (see
+``ProjectionStage._may_defer`` for the conditions that keep the day-close snapshots as they
+would be). A stage that has caught up commits every step.
 
 A deferred step still commits, in a small transaction, how far it has read (the meta key
 ``read``). A restart folds the records between the committed offsets and that mark again
