@@ -1003,6 +1003,11 @@ class Projection(Views):
                 if v.technician:
                     self.visits_by_tech.setdefault(v.technician, set()).add((wo, v.number))
                     self._visit_tech[(wo, v.number)] = v.technician
+                    if v.arrived_at is not None:
+                        # a fix that comes late for a leg that ended before the restart is
+                        # told apart by it (see _settle_tracks)
+                        latest = self._latest_arrival.get(v.technician, -1)
+                        self._latest_arrival[v.technician] = max(latest, v.arrived_at)
         self._refresh = True
 
     def restore_written(
