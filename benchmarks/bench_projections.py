@@ -12,12 +12,12 @@ Run by hand:
    snapshots, ETAs, alerts).
 2. Timed, "live": the projection stage alone, from an empty store, over the whole log in the
    pipeline's 5-minute event-time windows (what ``fieldstream process`` does while catching
-   up): while records beyond a window are already read ahead, the stage folds several windows
-   and flushes and commits them together (up to 100,000 records, CATCHUP_RECORDS, never
-   across a day close), committing only its small "read" mark per window (see
-   streams/projection_stage.py).
-3. Timed, "rebuild": the same from an empty store in large batches (``--batch`` records per
-   transaction), the way a rebuild of the projections from the log runs.
+   up, and ``fieldstream replay`` when it rebuilds): while records beyond a window are
+   already read ahead, the stage takes several windows and folds, flushes and commits them
+   together (up to 300,000 records, CATCHUP_RECORDS, never across a day close), committing
+   only its small "read" mark per window (see streams/projection_stage.py).
+3. Timed, "rebuild": the same from an empty store, stepped without windows, ``--batch``
+   records a step, each step flushed and committed on its own.
 Both report records projected per second (the target is >= 200,000 events/s on the mix,
 about 95% GPS pings) and the wall time of the whole log.
 """

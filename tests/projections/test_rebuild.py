@@ -38,6 +38,36 @@ def test_a_rebuild_on_sqlite_equals_the_incremental_projection(
         rebuilt.close()
 
 
+def test_windows_folded_a_few_hundred_records_at_a_time_equal_the_incremental_projection(
+    processed_day: ProcessedDay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While catching up, the windows' records are folded once FOLD_RECORDS of them wait
+    (and at each flush): folded in small groups between flushes, the tables are the same."""
+    import streams.projection_stage as stage
+
+    monkeypatch.setattr(stage, "FOLD_RECORDS", 300)
+    folds: list[int] = []
+    fold = stage.ProjectionStage._fold_taken
+
+    def counted(self: stage.ProjectionStage) -> None:
+        folds.append(self._unfolded_records)
+        fold(self)
+
+    monkeypatch.setattr(stage.ProjectionStage, "_fold_taken", counted)
+    live = SqliteProjectionStore.in_dir(processed_day.data_dir)
+    rebuilt_path = tmp_path / "rebuilt.sqlite3"
+    rebuild(processed_day.data_dir, lambda: SqliteProjectionStore(rebuilt_path), None)
+    rebuilt = SqliteProjectionStore(rebuilt_path)
+    try:
+        flushes = int(rebuilt.meta()["batch"])
+        assert len(folds) > 2 * flushes  # most folds came between flushes
+        assert tables(rebuilt) == tables(live)
+        assert state(rebuilt) == state(live)
+    finally:
+        live.close()
+        rebuilt.close()
+
+
 def test_a_batch_spanning_more_than_the_kept_track_equals_small_batches(tmp_path: Path) -> None:
     """Tracks are pruned to ``retain_track_ms`` (two days) behind their newest fix. A batch
     spanning more than that (here three short days in one batch, as a week rebuilt in large
