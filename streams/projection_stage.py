@@ -103,7 +103,7 @@ def snapshot_record(event: k.KpiSnapshot) -> OutRecord:
     return OutRecord(KPI_TOPIC, encode(event), event.group_key.encode(), event.time)
 
 
-def batch_partition(batch: Sequence[RecordLike] | Columns) -> int:
+def _partition_of(batch: Sequence[RecordLike] | Columns) -> int:
     """The partition of a non-empty batch (one partition's records)."""
     if isinstance(batch, Columns):
         return batch.partition
@@ -390,7 +390,7 @@ class ProjectionStage:
             by_topic[topic] = by_topic.get(topic, 0) + len(records)
         self.totals["records"] = self.totals.get("records", 0) + n_records
         for topic, batch in taken:
-            self._unfolded.setdefault((topic, batch_partition(batch)), []).append(batch)
+            self._unfolded.setdefault((topic, _partition_of(batch)), []).append(batch)
         self._unfolded_records += n_records
         # (Whether to defer does not depend on what is folded: see _may_defer.)
         if taken and self._may_defer(self._low_watermark(), oldest):
@@ -426,10 +426,10 @@ class ProjectionStage:
         return StepStats(n_records, len(outputs), time.perf_counter() - began, counts, by_topic)
 
     def _fold_taken(self) -> None:
-        """Fold the records taken since the last flush: each partition's in one call (the fold
+        """Fold the records taken and not folded yet: each partition's in one call (the fold
         does not depend on how records are batched or how partitions interleave, so a
-        catch-up's windows are folded at once, when they are flushed, without each window's
-        per-call costs), inputs in :data:`projections.fold.TOPICS` order."""
+        catch-up's windows are folded together, without each window's per-call costs),
+        inputs in :data:`projections.fold.TOPICS` order."""
         unfolded, self._unfolded = self._unfolded, {}
         self._unfolded_records = 0
         projection = self.projection
