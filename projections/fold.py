@@ -26,7 +26,7 @@ GPS fix waits at most ``lateness_ms`` for a shift that covers it (see projection
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -507,7 +507,26 @@ class Projection(Views):
             self._accept(s)
         self._orders.add(order.id)
 
+    def _index_arrival(
+        self,
+        key: tuple[str, int],
+        was: tuple[str | None, int | None],
+        now: tuple[str | None, int | None],
+    ) -> None:
+        """Keep :attr:`arrivals_by_tech` as the visits' technicians and arrivals stand: the
+        visit ``key`` moves from ``was`` to ``now`` (technician, arrival time)."""
+        tid, at = was
+        if tid is not None and at is not None:
+            entries = self.arrivals_by_tech.get(tid, [])
+            i = bisect_left(entries, (at, *key))
+            if i < len(entries) and entries[i] == (at, *key):
+                del entries[i]
+        tid, at = now
+        if tid is not None and at is not None:
+            insort(self.arrivals_by_tech.setdefault(tid, []), (at, *key))
+
     def _fold_visit(self, order: Order, v: Visit, s: Snapshot) -> None:
+        was = (v.technician, v.arrived_at)
         if s.technician_id is not None and s.technician_id != v.technician:
             key = (order.id, v.number)
             old = self._visit_tech.get(key)
@@ -519,6 +538,8 @@ class Projection(Views):
         v.assigned_at = s.assigned_at
         v.en_route_at = s.en_route_at
         v.arrived_at = s.arrived_at
+        if (v.technician, v.arrived_at) != was:
+            self._index_arrival((order.id, v.number), was, (v.technician, v.arrived_at))
         if s.arrived_at is not None and v.technician is not None:
             latest = self._latest_arrival.get(v.technician, -1)
             self._latest_arrival[v.technician] = max(latest, s.arrived_at)
@@ -757,10 +778,10 @@ class Projection(Views):
                     (techdays if shifted else km_days).add((tid, self.day(start)))
             if not shifted and self._latest_arrival.get(tid, -1) < lo:
                 continue  # no leg ends after the new fixes (the usual case)
-            for wo, n in self.visits_by_tech.get(tid, ()):
-                v = self.orders[wo].visits[n - 1]
-                a, en = v.arrived_at, v.en_route_at
-                if a is not None and a >= lo and (en is None or en < hi):
+            arrivals = self.arrivals_by_tech.get(tid, [])
+            for _, wo, n in arrivals[bisect_left(arrivals, (lo,)) :]:  # arrived at lo or later
+                en = self.orders[wo].visits[n - 1].en_route_at
+                if en is None or en < hi:
                     subjects.add(("visit", wo, str(n)))
                     if n == 1 and shifted:
                         # the van's stock at the arrival is known from shifts (the shift
@@ -841,10 +862,9 @@ class Projection(Views):
                 at = bisect_left(uses, use)
                 if at == len(uses) or uses[at] != use:
                     uses.insert(at, use)
-                for other, n in self.visits_by_tech.get(tid, ()):
-                    # the van's stock at a later first visit's arrival changed
-                    first = self.orders[other].visits[0] if n == 1 else None
-                    if first is not None and (first.arrived_at or 0) > item.time:
+                arrivals = self.arrivals_by_tech.get(tid, [])
+                for _, other, n in arrivals[bisect_left(arrivals, (item.time + 1,)) :]:
+                    if n == 1:  # the van's stock at a later first visit's arrival changed
                         subjects.add(("order", other))
                 continue
             if item.technician is not None:
@@ -1008,6 +1028,11 @@ class Projection(Views):
                         # told apart by it (see _settle_tracks)
                         latest = self._latest_arrival.get(v.technician, -1)
                         self._latest_arrival[v.technician] = max(latest, v.arrived_at)
+                        self.arrivals_by_tech.setdefault(v.technician, []).append(
+                            (v.arrived_at, wo, v.number)
+                        )
+        for arrivals in self.arrivals_by_tech.values():
+            arrivals.sort()
         self._refresh = True
 
     def restore_written(

@@ -63,6 +63,10 @@ class ProjectionState:
         (time, id) sorted: a shift's uses are a slice, however many days the state holds."""
         self.customers: dict[str, set[str]] = {}
         self.visits_by_tech: dict[str, set[tuple[str, int]]] = {}
+        self.arrivals_by_tech: dict[str, list[tuple[int, str, int]]] = {}
+        """Each technician's visits that have an arrival, as (arrival time, work order,
+        visit number) sorted: the visits arrived at or after a time are a slice, however
+        many days the state holds."""
         self.orders_by_tech: dict[str, set[str]] = {}
         self._visit_tech: dict[tuple[str, int], str] = {}
         self._latest_arrival: dict[str, int] = {}
