@@ -461,7 +461,7 @@ def _sim_params(args: argparse.Namespace) -> SimParams:
             seed=args.seed,
             start_date=args.start,
             hours=args.hours,
-            workforce_seed=getattr(args, "workforce_seed", None),
+            workforce_seed=args.workforce_seed,
             **overrides,
         )
     except (TypeError, ValueError) as exc:

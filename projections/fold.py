@@ -540,9 +540,6 @@ class Projection(Views):
         v.arrived_at = s.arrived_at
         if (v.technician, v.arrived_at) != was:
             self._index_arrival((order.id, v.number), was, (v.technician, v.arrived_at))
-        if s.arrived_at is not None and v.technician is not None:
-            latest = self._latest_arrival.get(v.technician, -1)
-            self._latest_arrival[v.technician] = max(latest, s.arrived_at)
         v.arrived_by = s.arrived_by
         v.started_at = s.started_at
         v.completed_at = s.completed_at
@@ -776,10 +773,10 @@ class Projection(Views):
             for start, end in tech.shifts():
                 if (end is None or end >= lo) and start <= hi:
                     (techdays if shifted else km_days).add((tid, self.day(start)))
-            if not shifted and self._latest_arrival.get(tid, -1) < lo:
-                continue  # no leg ends after the new fixes (the usual case)
             arrivals = self.arrivals_by_tech.get(tid, [])
-            for _, wo, n in arrivals[bisect_left(arrivals, (lo,)) :]:  # arrived at lo or later
+            # the legs that may end after the new fixes: the visits arrived at lo or later
+            # (usually none: the slice is empty)
+            for _, wo, n in arrivals[bisect_left(arrivals, (lo,)) :]:
                 en = self.orders[wo].visits[n - 1].en_route_at
                 if en is None or en < hi:
                     subjects.add(("visit", wo, str(n)))
@@ -1024,10 +1021,6 @@ class Projection(Views):
                     self.visits_by_tech.setdefault(v.technician, set()).add((wo, v.number))
                     self._visit_tech[(wo, v.number)] = v.technician
                     if v.arrived_at is not None:
-                        # a fix that comes late for a leg that ended before the restart is
-                        # told apart by it (see _settle_tracks)
-                        latest = self._latest_arrival.get(v.technician, -1)
-                        self._latest_arrival[v.technician] = max(latest, v.arrived_at)
                         self.arrivals_by_tech.setdefault(v.technician, []).append(
                             (v.arrived_at, wo, v.number)
                         )

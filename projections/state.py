@@ -69,7 +69,6 @@ class ProjectionState:
         many days the state holds."""
         self.orders_by_tech: dict[str, set[str]] = {}
         self._visit_tech: dict[tuple[str, int], str] = {}
-        self._latest_arrival: dict[str, int] = {}
         self._td_mm: dict[tuple[str, str], int] = {}
         self._refs: dict[Subject, frozenset[tuple[str, str]]] = {}
         """The technician-days each subject feeds (its arrival, completion, invoice days)."""

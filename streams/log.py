@@ -124,6 +124,24 @@ class Columns:
             [r.value for r in records],
         )
 
+    @classmethod
+    def concatenated(cls, parts: Sequence[Columns]) -> Columns:
+        """One partition's consecutive reads (``parts``, not empty, in offset order) as one."""
+        first = parts[0]
+        keys: list[bytes | None] = []
+        values: list[bytes] = []
+        for part in parts:
+            keys += part.keys
+            values += part.values
+        return cls(
+            first.topic,
+            first.partition,
+            np.concatenate([part.offsets for part in parts]),
+            np.concatenate([part.timestamps for part in parts]),
+            keys,
+            values,
+        )
+
     def joined(self, start: int, more: Columns) -> Columns:
         """Records ``start:`` of these followed by ``more`` (the next read of the partition)."""
         return Columns(

@@ -39,6 +39,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, cast
 
@@ -101,13 +102,6 @@ def snapshot_event(
 
 def snapshot_record(event: k.KpiSnapshot) -> OutRecord:
     return OutRecord(KPI_TOPIC, encode(event), event.group_key.encode(), event.time)
-
-
-def _partition_of(batch: Sequence[RecordLike] | Columns) -> int:
-    """The partition of a non-empty batch (one partition's records)."""
-    if isinstance(batch, Columns):
-        return batch.partition
-    return batch[0].partition
 
 
 def _oldest(batch: Sequence[RecordLike] | Columns) -> int:
@@ -368,7 +362,8 @@ class ProjectionStage:
         began = time.perf_counter()
         await self._fill(horizon)
         share = max(1, self.max_batch // max(1, len(self._positions)))
-        taken: list[tuple[str, Sequence[RecordLike] | Columns]] = []
+        n_records = 0
+        by_topic: dict[str, int] = {}
         oldest: int | None = None
         for tp in self._positions:  # inputs in TOPICS order, each partition in offset order
             buffer = self._buffers.get(tp)
@@ -377,23 +372,19 @@ class ProjectionStage:
             batch, after = buffer.take(horizon, share)
             if not len(batch):
                 continue
-            taken.append((tp[0], batch))
+            self._unfolded.setdefault(tp, []).append(batch)
             self._unsaved[tp] = after
+            n_records += len(batch)
+            by_topic[tp[0]] = by_topic.get(tp[0], 0) + len(batch)
             first = _oldest(batch)
             oldest = first if oldest is None else min(oldest, first)
-        if not taken and not self._unsaved:
+        if not n_records and not self._unsaved:
             return StepStats(0, 0, time.perf_counter() - began, {})
-        n_records = sum(len(batch) for _, batch in taken)
         self._unsaved_records += n_records
-        by_topic: dict[str, int] = {}
-        for topic, records in taken:
-            by_topic[topic] = by_topic.get(topic, 0) + len(records)
-        self.totals["records"] = self.totals.get("records", 0) + n_records
-        for topic, batch in taken:
-            self._unfolded.setdefault((topic, _partition_of(batch)), []).append(batch)
         self._unfolded_records += n_records
+        self.totals["records"] = self.totals.get("records", 0) + n_records
         # (Whether to defer does not depend on what is folded: see _may_defer.)
-        if taken and self._may_defer(self._low_watermark(), oldest):
+        if n_records and self._may_defer(self._low_watermark(), oldest):
             if self._unfolded_records >= FOLD_RECORDS:
                 self._fold_taken()  # the records taken are held until folded: a bound
             self.store.commit(Changes(), {}, {"read": self._read_mark()})
@@ -438,27 +429,9 @@ class ProjectionStage:
             if not batches:
                 continue
             if isinstance(batches[0], Columns):
-                parts = cast(list[Columns], batches)
-                keys: list[bytes | None] = []
-                values: list[bytes] = []
-                for part in parts:
-                    keys += part.keys
-                    values += part.values
-                projection.apply_pings(
-                    Columns(
-                        tp[0],
-                        tp[1],
-                        np.concatenate([part.offsets for part in parts]),
-                        np.concatenate([part.timestamps for part in parts]),
-                        keys,
-                        values,
-                    )
-                )
+                projection.apply_pings(Columns.concatenated(cast(list[Columns], batches)))
             else:
-                records: list[RecordLike] = []
-                for more in batches:
-                    records.extend(more)  # type: ignore[arg-type]
-                projection.apply(tp[0], records)
+                projection.apply(tp[0], list(chain.from_iterable(batches)))  # type: ignore[arg-type]
 
     def _read_mark(self) -> list[list[Any]]:
         """The ``read`` mark: [topic, partition, next offset] of each partition with records
