@@ -47,8 +47,8 @@ from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from eta_engine.roads import RoadGraph
 from events.catalog import INPUT_TOPICS
 from gateway.feed import Clock, feed
-from simulator import encoded_lines, make_params, simulate
 from projections.fold import TOPICS
+from simulator import encoded_lines, make_params, simulate
 from streams.bootstrap import build_stages, open_log
 from streams.config import Config
 from streams.log import Log
