@@ -867,10 +867,18 @@ class Projection(Views):
             if item.technician is not None:
                 self.inputs_by_tech.setdefault(item.technician, set()).add(item_id)
             if kind == "WorkOrderBooked":
-                bookers = self.customers.setdefault(str(item.data["customer_id"]), set())
-                bookers.add(wo)
-                for other in bookers:
-                    subjects.add(("order", other))
+                # Whether an order is a repeat customer's depends on the customer's first
+                # booking only: the orders whose answer may change are this one and the
+                # customer's first before and after it is filed.
+                bookings = self.customers.setdefault(str(item.data["customer_id"]), [])
+                subjects.add(("order", wo))
+                if bookings:
+                    subjects.add(("order", bookings[0][1]))
+                entry = (item.time, wo)
+                at = bisect_left(bookings, entry)
+                if at == len(bookings) or bookings[at] != entry:
+                    bookings.insert(at, entry)
+                subjects.add(("order", bookings[0][1]))
             elif kind == "InvoiceDisputed":
                 for other in self.inputs_by_wo.get(wo, ()):
                     subjects.add(("input", other))

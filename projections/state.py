@@ -61,7 +61,10 @@ class ProjectionState:
         self.part_uses_by_tech: dict[str, list[tuple[int, str]]] = {}
         """The PartUsed inputs among each technician's (what the van's stock depends on), as
         (time, id) sorted: a shift's uses are a slice, however many days the state holds."""
-        self.customers: dict[str, set[str]] = {}
+        self.customers: dict[str, list[tuple[int, str]]] = {}
+        """Each customer's booked work orders, as (booking time, work order) sorted: whether
+        an order is a repeat customer's is a look at the first, however many the customer
+        has booked."""
         self.visits_by_tech: dict[str, set[tuple[str, int]]] = {}
         self.arrivals_by_tech: dict[str, list[tuple[int, str, int]]] = {}
         """Each technician's visits that have an arrival, as (arrival time, work order,

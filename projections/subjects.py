@@ -170,14 +170,9 @@ class Subjects(ProjectionState):
         t1 = first.technician if first is not None else None
         if booking is not None and booking.data is not None:
             data = booking.data
-            bookers = self.customers.get(str(data["customer_id"]), set())
-            me = (booking.time, order.id)
-            repeat = False
-            for other in bookers:
-                other_booking = self._booking(other) if other != order.id else None
-                if other_booking is not None and (other_booking.time, other) < me:
-                    repeat = True
-                    break
+            # A repeat customer's: another of the customer's orders was booked before it.
+            bookings = self.customers.get(str(data["customer_id"]), [])
+            repeat = bool(bookings) and bookings[0] < (booking.time, order.id)
             c = {
                 "book": 1,
                 "book_resched": order.reschedules > 0,

@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from events import kinds as k
+from events.codec import decode
+from projections.fold import TOPICS, Projection
 from simulator import make_params, simulate
 from streams.bootstrap import build_stages, open_log
 from streams.config import Config
+from streams.log import Record
 from streams.pipeline import run_until_idle
 from streams.projection_store import PostgresProjectionStore, SqliteProjectionStore
 from streams.state_store import PostgresStateStore, SqliteStateStore
@@ -177,3 +181,48 @@ def test_the_stage_reports_what_the_pipeline_runner_meters(
         await log.close()
 
     run(body())
+
+
+def _book(projection: Projection) -> dict[tuple[str, str, str], dict[str, float | None]]:
+    return {key: projection.book.values(key) for key in projection.book.groups}
+
+
+def test_a_customer_s_first_booking_folded_last_makes_the_others_repeat(
+    processed_day: ProcessedDay,
+) -> None:
+    """Whether an order is a repeat customer's depends on the customer's first booking. Held
+    back until the customer's later orders were folded and flushed, that booking still turns
+    the order that was first until then into a repeat customer's order."""
+    booked: dict[str, list[tuple[int, Record]]] = {}
+    for record in processed_day.records["fs.bookings"]:
+        event = decode(record.value)
+        if isinstance(event, k.WorkOrderBooked):
+            booked.setdefault(event.customer_id, []).append((event.time, record))
+    earliest = min(
+        (min(bookings, key=lambda b: b[0]) for bookings in booked.values() if len(bookings) > 1),
+        key=lambda b: b[0],
+    )[1]
+
+    def folded(held: Record | None) -> Projection:
+        projection = Projection()
+        for topic in TOPICS:
+            by_partition: dict[int, list[Record]] = {}
+            for r in processed_day.records.get(topic, []):
+                if r is not held:
+                    by_partition.setdefault(r.partition, []).append(r)
+            for records in by_partition.values():
+                projection.apply(topic, records)
+        projection.flush()
+        if held is not None:
+            projection.apply(held.topic, [held])
+            projection.flush()
+        return projection
+
+    whole, late = folded(None), folded(earliest)
+    repeats = [
+        values["repeat_customer_rate"]
+        for (_day, dim, _grp), values in _book(whole).items()
+        if dim == "all"
+    ]
+    assert any(rate for rate in repeats)  # the day has repeat customers
+    assert _book(late) == _book(whole)
