@@ -9,9 +9,11 @@ geofences and the re-evaluation of every touched technician's chain once per ste
 
     .venv/bin/python benchmarks/bench_eta_core.py --technicians 2000 --minutes 13
 
-prints ``eta core: N ping updates in S s (R/s)``. Set-up (registrations, shifts, assignments,
-first field computations) is excluded, and so are the first ``--warm-up`` minutes of pings,
-which compute each destination's field once.
+prints ``eta core: N ping updates in S s (R/s)``, and, timed in the same run, the anchor: the
+naive way to a ping's travel time, a shortest-path search per ping (map-matched to the nearest
+node, then Dijkstra to the technician's current job), with the ratio. Set-up (registrations,
+shifts, assignments, first field computations) is excluded, and so are the first
+``--warm-up`` minutes of pings, which compute each destination's field once.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="cProfile the timed part")
+    parser.add_argument(
+        "--anchor-pings", type=int, default=300, help="pings the naive anchor is timed on"
+    )
     args = parser.parse_args()
 
     graph = RoadGraph.default()
@@ -214,6 +219,21 @@ def main() -> None:
     print(
         f"  with chain evaluations: {elapsed:.2f} s ({len(timed) / elapsed:,.0f}/s); "
         f"{n} technicians, {outputs} derived events, batches of {args.batch}"
+    )
+    # The anchor, in the same run: a ping's travel time found the naive way, by a search per
+    # ping (map-matched to the nearest node, then scipy's Dijkstra from there to the
+    # technician's current job), over pings spread evenly over the timed ones.
+    sample = timed[:: max(1, len(timed) // args.anchor_pings)][: args.anchor_pings]
+    began = time.perf_counter()
+    for event, _ in sample:
+        assert isinstance(event, k.GpsPinged)
+        node, _ = graph.nearest_node(event.lat, event.lon)
+        graph.travel_time(node, int(sites[int(event.technician_id[2:]), 0]))
+    naive = len(sample) / (time.perf_counter() - began)
+    print(
+        f"naive anchor (a shortest-path search per ping): {len(sample):,} pings, "
+        f"{naive:,.0f}/s; core {len(timed) / core / naive:,.0f}x, with chain evaluations "
+        f"{len(timed) / elapsed / naive:,.0f}x the anchor"
     )
 
 
