@@ -770,9 +770,8 @@ class Projection(Views):
                 hi = 2**62
             if lo is None or hi is None:
                 continue
-            for start, end in tech.shifts():
-                if (end is None or end >= lo) and start <= hi:
-                    (techdays if shifted else km_days).add((tid, self.day(start)))
+            for start, _end in tech.shifts_reaching(lo, hi):
+                (techdays if shifted else km_days).add((tid, self.day(start)))
             arrivals = self.arrivals_by_tech.get(tid, [])
             # the legs that may end after the new fixes: the visits arrived at lo or later
             # (usually none: the slice is empty)

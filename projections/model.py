@@ -8,6 +8,7 @@ Folding is in :mod:`projections.fold`; this module holds data only.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +102,14 @@ class Technician:
     track_cut: int | None = None
     """Fixes before this time were pruned (persisted chunks may still hold some)."""
     _shifts: list[tuple[int, int | None]] | None = field(default=None, repr=False, compare=False)
+    _starts: list[int] = field(default_factory=list, repr=False, compare=False)
+    """The starts of :attr:`_shifts` (for bisection), computed with it."""
+    _open: list[tuple[int, int | None]] = field(default_factory=list, repr=False, compare=False)
+    """The shifts of :attr:`_shifts` without an end, in order, computed with it."""
+    _stocks: list[tuple[int, int, dict[str, int]]] = field(
+        default_factory=list, repr=False, compare=False
+    )
+    """(time, order in :attr:`starts`, van stock) of every start, sorted, computed with it."""
 
     def shifts_changed(self) -> None:
         self._shifts = None
@@ -121,21 +130,50 @@ class Technician:
             end = ends[j] if j < len(ends) and (nxt is None or ends[j] < nxt) else None
             out.append((start, end))
         self._shifts = out
+        self._starts = starts
+        self._open = [shift for shift in out if shift[1] is None]
+        self._stocks = sorted((t, i, stock) for i, (t, stock) in enumerate(self.starts.values()))
         return out
 
+    def shifts_started(self, first: int, stop: int) -> list[tuple[int, int | None]]:
+        """The shifts started in ``[first, stop)``, in order (a slice, however many shifts
+        there are)."""
+        shifts = self.shifts()
+        starts = self._starts
+        return shifts[bisect_left(starts, first) : bisect_left(starts, stop)]
+
+    def shifts_reaching(self, lo: int, hi: int) -> list[tuple[int, int | None]]:
+        """The shifts that started at or before ``hi`` and had not ended before ``lo`` (or
+        have not ended). A shift ends before the next one starts, so those that ended are
+        among the last started at or before ``lo`` and the ones after it; those that have not
+        ended are few (normally the one under way)."""
+        shifts = self.shifts()
+        starts = self._starts
+        k = max(0, bisect_right(starts, lo) - 1)
+        j = bisect_right(starts, hi)
+        early = [(s, e) for s, e in self._open if s < starts[k] and s <= hi] if k else []
+        return early + [(s, e) for s, e in shifts[k:j] if e is None or e >= lo]
+
+    def shift_started_by(self, at: int) -> int | None:
+        """The start of the latest shift started at or before ``at``, if any."""
+        self.shifts()
+        i = bisect_right(self._starts, at) - 1
+        return self._starts[i] if i >= 0 else None
+
     def van_stock_at(self, at: int) -> tuple[int, dict[str, int]] | None:
-        """(shift start, van stock at the shift's start) of the shift covering ``at``."""
-        best: tuple[int, dict[str, int]] | None = None
-        for start, stock in self.starts.values():
-            if start <= at and (best is None or start > best[0]):
-                best = (start, stock)
-        if best is None:
+        """(shift start, van stock at the shift's start) of the shift covering ``at``: the
+        latest start at or before it (of several at that time, the first recorded), unless
+        that shift ended before ``at``."""
+        shifts = self.shifts()
+        stocks = self._stocks
+        i = bisect_right(stocks, (at, len(stocks))) - 1
+        if i < 0:
             return None
-        for start, end in self.shifts():
-            if start == best[0]:
-                if end is not None and at > end:
-                    return None
-                break
+        start = stocks[i][0]
+        best = (start, stocks[bisect_left(stocks, (start,))][2])
+        end = shifts[bisect_left(self._starts, start)][1]
+        if end is not None and at > end:
+            return None
         return best
 
 

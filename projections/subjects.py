@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from projections.etas import EtaPoint, quantiles
-from projections.kpis import Contribution, Part, counters, group_pairs
+from projections.kpis import DAY_MS, Contribution, Part, counters, group_pairs
 from projections.model import Input, Order, Technician, Visit
 from projections.state import HOUR_MS, ProjectionState
 
@@ -27,7 +27,7 @@ def _shift_start(tech: Technician | None, at: int) -> int | None:
     before it), if any."""
     if tech is None:
         return None
-    return next((s for s, _ in reversed(tech.shifts()) if s <= at), None)
+    return tech.shift_started_by(at)
 
 
 class Subjects(ProjectionState):
@@ -252,7 +252,7 @@ class Subjects(ProjectionState):
         tech = self.techs.get(tid)
         if tech is None:
             return None
-        shifts = [(s, e) for s, e in tech.shifts() if self.day(s) == day]
+        shifts = self._shifts_on(tech, day)
         if not shifts:
             self._td_base.pop((tid, day), None)
             return None
@@ -267,11 +267,16 @@ class Subjects(ProjectionState):
         )
         return Contribution((part,))
 
+    def _shifts_on(self, tech: Technician, day: str) -> list[tuple[int, int | None]]:
+        """The technician's shifts started on ``day``."""
+        first = self.day_start(day)
+        return tech.shifts_started(first, first + DAY_MS)
+
     def _shift_mm(self, tid: str, day: str) -> int:
         """GPS distance of the technician's shifts started on ``day``: from the track, or as
         last computed when the track no longer reaches back to them."""
         tech = self.techs[tid]
-        shifts = [(s, e) for s, e in tech.shifts() if self.day(s) == day]
+        shifts = self._shifts_on(tech, day)
         track = self.tracks.get(tid)
         if (
             shifts
