@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from events.base import Causation, Event
+from events.codec import event_of_fields
 from events.kinds import EVENT_TYPES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,13 +58,8 @@ class Fact:
 
     def event(self) -> Event:
         """The input event this fact records (sequences come back as tuples)."""
-        cls = EVENT_TYPES[self.kind]
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.data.items()}
-        cause = values.get("causation")
-        if isinstance(cause, dict):
-            values["causation"] = Causation(**cause)
-        return cls(
-            id=self.event_id, source=self.source, time=self.at, subject=self.subject, **values
+        return event_of_fields(self.kind)(
+            self.event_id, self.source, self.at, self.subject, self.data
         )
 
 

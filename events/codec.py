@@ -693,6 +693,47 @@ def _trusted_decoder(spec: _Spec) -> Callable[[dict[str, Any]], Event]:
 _TRUSTED = {name: _trusted_decoder(spec) for name, spec in _SPECS.items()}
 
 
+def _fields_decoder(spec: _Spec) -> Callable[..., Event]:
+    """The event of ``spec``'s type from its attributes and its data fields in the form an
+    aggregate's fact stores them (times in ms, sequences as lists, the causation as a
+    dictionary): what ``cls(id=..., **fields)`` makes with the lists made tuples, as
+    straight-line code."""
+    cls = spec.cls
+    constants: dict[str, Any] = {"MISSING": _MISSING, "new": object.__new__}
+    bind = _binder(constants)
+    lines = ["def of_fields(id, source, time, subject, data):"]
+    arguments = [("id", "id"), ("source", "source"), ("time", "time"), ("subject", "subject")]
+    if cls.DERIVED:
+        lines.append("    cd = data['causation']")
+        parts = [(f.name, f"cd[{f.name!r}]") for f in dataclasses.fields(Causation)]
+        lines += _construction(Causation, "cause", parts, bind, "    ")
+        arguments.append(("causation", "cause"))
+    for i, (name, _convert, required, default) in enumerate(spec.data):
+        if required:
+            lines.append(f"    v{i} = data[{name!r}]")
+            lines.append(f"    if type(v{i}) is list: v{i} = tuple(v{i})")
+        else:
+            lines.append(f"    v{i} = data.get({name!r}, MISSING)")
+            lines.append(f"    if v{i} is MISSING: v{i} = {bind(default)}")
+            lines.append(f"    elif type(v{i}) is list: v{i} = tuple(v{i})")
+        arguments.append((name, f"v{i}"))
+    lines += _construction(cls, "event", arguments, bind, "    ")
+    lines.append("    return event")
+    return _generated(lines, constants)
+
+
+_OF_FIELDS = {name: _fields_decoder(spec) for name, spec in _SPECS.items()}
+
+
+def event_of_fields(kind: str) -> Callable[..., Event]:
+    """The constructor of events of type ``kind`` from the form an aggregate's fact keeps
+    them in: ``of_fields(id, source, time, subject, data)``, ``data`` the event's data fields
+    (and its causation, for a derived event) as JSON gives them back (times in ms, sequences
+    as lists, the causation as a dictionary). For restoring aggregates from their facts,
+    where every stored fact is read back once."""
+    return _OF_FIELDS[kind]
+
+
 # -- encode --------------------------------------------------------------------------------
 
 

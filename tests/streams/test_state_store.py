@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from eventsourcing.persistence import Mapper
 
@@ -16,6 +18,7 @@ from streams.state_store import (
     SqliteStateStore,
     StageCommit,
     StateStore,
+    read_fact,
     stored_fact,
 )
 from tests.events.samples import SAMPLES
@@ -182,3 +185,28 @@ def test_facts_are_stored_as_the_library_mapper_stores_them() -> None:
         stored = stored_fact(fact)
         assert stored == mapper.to_stored_event(fact), event.type
         assert list(vars(stored).items()) == list(vars(mapper.to_stored_event(fact)).items())
+
+
+def test_facts_are_read_back_as_the_library_mapper_reads_them() -> None:
+    mapper: Mapper[str] = Mapper(transcoder=OrjsonTranscoder())
+    for i, event in enumerate(SAMPLES):
+        fact = fact_of(event, f"agg-{i}", i + 1, "backfilled" if i % 2 else "applied")
+        stored = stored_fact(fact)
+        args = (stored.originator_id, stored.originator_version, stored.topic, stored.state)
+        read = read_fact(mapper, *args)
+        by_mapper = mapper.to_domain_event(stored)
+        assert read == by_mapper == fact, event.type
+        assert list(vars(read).items()) == list(vars(by_mapper).items())
+        assert read.event() == event
+
+
+def test_a_fact_of_another_form_is_read_by_the_library_mapper() -> None:
+    """A state with a class version (or of another topic) is the mapper's to read: it upcasts."""
+    mapper: Mapper[str] = Mapper(transcoder=OrjsonTranscoder())
+    stored = stored_fact(fact_of(BOOKING, "WO-1", 1))
+    state = orjson.loads(stored.state)
+    state["class_version"] = 1
+    versioned = orjson.dumps(state)
+    read = read_fact(mapper, "WO-1", 1, stored.topic, versioned)
+    assert read == mapper.to_domain_event(replace(stored, state=versioned))
+    assert "class_version" not in vars(read)
