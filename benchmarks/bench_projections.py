@@ -24,6 +24,9 @@ Run by hand:
    (what a ``ProjectionRunner``'s ``process_event`` does), over ``--anchor-records`` records
    spread evenly over the log. It keeps far less than the projection does, so the ratio
    understates ours; it is there to show what this machine does today.
+5. Timed, the read floor: every record the projection reads, read once, as it reads them
+   (pings a column at a time), with nothing done with them: a lower bound on any run,
+   printed against the time the target allows.
 All report records projected per second (the target is >= 200,000 events/s on the mix,
 about 95% GPS pings); the projection's runs also report the wall time of the whole log.
 """
@@ -53,7 +56,12 @@ from streams.bootstrap import build_stages, open_log
 from streams.config import Config
 from streams.log import Log
 from streams.pipeline import run_until_idle
-from streams.projection_stage import ProjectionStage, build_projection_stage
+from streams.projection_stage import (
+    COLUMNAR,
+    READ_CHUNK,
+    ProjectionStage,
+    build_projection_stage,
+)
 from streams.projection_store import STORE_FILE
 from streams.state_store import SqliteStateStore
 
@@ -136,6 +144,30 @@ async def naive(log: Log, path: Path, limit: int) -> tuple[int, float]:
     return len(sample), seconds
 
 
+async def read_floor(log: Log) -> tuple[int, float]:
+    """Every record of the projection's topics read once, as the stage reads them (see 5.):
+    the records and the seconds."""
+    began = time.perf_counter()
+    n = 0
+    for topic in TOPICS:
+        for partition, end in (await log.end_offsets(topic)).items():
+            at = 0
+            while at < end:
+                if topic in COLUMNAR:
+                    columns = await log.read_columns(topic, partition, at, READ_CHUNK)
+                    got = len(columns)
+                    last = int(columns.offsets[-1]) if got else at
+                else:
+                    records = await log.read(topic, partition, at, READ_CHUNK)
+                    got = len(records)
+                    last = records[-1].offset if got else at
+                if not got:
+                    break
+                n += got
+                at = last + 1
+    return n, time.perf_counter() - began
+
+
 def fresh(directory: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         (directory / f"{STORE_FILE}{suffix}").unlink(missing_ok=True)
@@ -208,6 +240,12 @@ async def main() -> None:
             f"naive eventsourcing projection (anchor): {n:,} records in {seconds:.2f} s = "
             f"{anchor:,.0f} records/s; live {rates[0] / anchor:.1f}x, "
             f"rebuild {rates[1] / anchor:.1f}x the anchor"
+        )
+        n, seconds = await read_floor(log)
+        allowed = n / TARGET
+        print(
+            f"read floor: {n:,} records read once, nothing done with them, in {seconds:.2f} s, "
+            f"{seconds / allowed:.2f}x the {allowed:.2f} s the 200k/s target allows the whole run"
         )
         print(f"input events in the log: {events:,}")
         await log.close()
