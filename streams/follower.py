@@ -34,8 +34,11 @@ pipe closes). A failure in it fails the run, with the follower's traceback.
 
 The stage object left in the runner's process is *detached* afterwards: its processor's state
 went on in the follower, so it refuses to step again (build the stages anew for another run).
-Used where the stages are run once over a backlog (``fieldstream process --until-idle``, the
-trace evaluation); only with the embedded log, and where the platform can fork.
+Used where the stages are run once over a backlog without the projections (``fieldstream
+eval-eta``, on a simulated day or on traces; the benchmarks' upstream runs); only with the
+embedded log, and where the platform can fork. The whole pipeline (``fieldstream process``,
+``fieldstream replay``) cannot use it: the projection stage reads the ETA stage's outputs,
+and a day's close must not be published before the ETA stage has finished the day.
 """
 
 from __future__ import annotations
