@@ -672,22 +672,33 @@ def _trusted_decoder(spec: _Spec) -> Callable[[dict[str, Any]], Event]:
         ]
         lines += _construction(Causation, "cause", parts, bind, "    ")
         arguments.append(("causation", "cause"))
-    for i, (name, _convert, required, default) in enumerate(spec.data):
-        if required:
-            lines.append(f"    v{i} = data[{name!r}]")
-        else:
-            lines.append(f"    v{i} = data.get({name!r}, MISSING)")
-        convert = f"v{i} = parse_time(v{i})" if name in spec.time_fields else f"v{i} = tuple(v{i})"
-        test = f"v{i} is not None" if name in spec.time_fields else f"type(v{i}) is list"
-        if required:
-            lines.append(f"    if {test}: {convert}")
-        else:
-            lines.append(f"    if v{i} is MISSING: v{i} = {bind(default)}")
-            lines.append(f"    elif {test}: {convert}")
-        arguments.append((name, f"v{i}"))
+    lines += _data_lines(spec, bind, arguments, parse_times=True)
     lines += _construction(cls, "event", arguments, bind, "    ")
     lines.append("    return event")
     return _generated(lines, constants)
+
+
+def _data_lines(
+    spec: _Spec, bind: Callable[[Any], str], arguments: list[tuple[str, str]], *, parse_times: bool
+) -> list[str]:
+    """Source lines that leave each data field of ``data`` in ``v0``, ``v1``, ... (a
+    missing optional one: its default; a list: a tuple; with ``parse_times``, a time given
+    as text: ms), appending each to ``arguments``."""
+    lines = []
+    for i, (name, _convert, required, default) in enumerate(spec.data):
+        if parse_times and name in spec.time_fields:
+            test, convert = f"v{i} is not None", f"v{i} = parse_time(v{i})"
+        else:
+            test, convert = f"type(v{i}) is list", f"v{i} = tuple(v{i})"
+        if required:
+            lines.append(f"    v{i} = data[{name!r}]")
+            lines.append(f"    if {test}: {convert}")
+        else:
+            lines.append(f"    v{i} = data.get({name!r}, MISSING)")
+            lines.append(f"    if v{i} is MISSING: v{i} = {bind(default)}")
+            lines.append(f"    elif {test}: {convert}")
+        arguments.append((name, f"v{i}"))
+    return lines
 
 
 _TRUSTED = {name: _trusted_decoder(spec) for name, spec in _SPECS.items()}
@@ -708,15 +719,7 @@ def _fields_decoder(spec: _Spec) -> Callable[..., Event]:
         parts = [(f.name, f"cd[{f.name!r}]") for f in dataclasses.fields(Causation)]
         lines += _construction(Causation, "cause", parts, bind, "    ")
         arguments.append(("causation", "cause"))
-    for i, (name, _convert, required, default) in enumerate(spec.data):
-        if required:
-            lines.append(f"    v{i} = data[{name!r}]")
-            lines.append(f"    if type(v{i}) is list: v{i} = tuple(v{i})")
-        else:
-            lines.append(f"    v{i} = data.get({name!r}, MISSING)")
-            lines.append(f"    if v{i} is MISSING: v{i} = {bind(default)}")
-            lines.append(f"    elif type(v{i}) is list: v{i} = tuple(v{i})")
-        arguments.append((name, f"v{i}"))
+    lines += _data_lines(spec, bind, arguments, parse_times=False)
     lines += _construction(cls, "event", arguments, bind, "    ")
     lines.append("    return event")
     return _generated(lines, constants)
