@@ -46,6 +46,7 @@ from streams.bootstrap import build_stages, open_log
 from streams.config import Config
 from streams.log import Columns, Log, OutRecord
 from streams.pipeline import GROUP_ROUNDS, HORIZON_STEP_MS, run_until_idle
+from streams.replay import read_records
 from streams.stages import FleetProcessor, WorkOrderProcessor
 from streams.state_store import SqliteStateStore, StageCommit
 
@@ -103,28 +104,19 @@ async def stages_over(lines: list[tuple[int, bytes]], directory: Path) -> tuple[
     return processed, seconds
 
 
-async def _read_all(log: Log, topic: str, columnar: bool) -> tuple[int, list[OutRecord]]:
-    """The number of records of ``topic``, read as the stages read them, and (read as records)
-    the records themselves, to append again."""
+async def _read_columns(log: Log, topic: str) -> int:
+    """Every record of ``topic`` read a column at a time, as the fleet stage reads pings;
+    returns how many."""
     n = 0
-    kept: list[OutRecord] = []
     for partition, end in (await log.end_offsets(topic)).items():
         at = 0
         while at < end:
-            if columnar:
-                got: Columns = await log.read_columns(topic, partition, at, 10_000)
-                if not len(got):
-                    break
-                at = int(got.offsets[-1]) + 1
-                n += len(got)
-            else:
-                records = await log.read(topic, partition, at, 10_000)
-                if not records:
-                    break
-                at = records[-1].offset + 1
-                n += len(records)
-                kept.extend(OutRecord(topic, r.value, r.key, r.timestamp_ms) for r in records)
-    return n, kept
+            got: Columns = await log.read_columns(topic, partition, at, 10_000)
+            if not len(got):
+                break
+            at = int(got.offsets[-1]) + 1
+            n += len(got)
+    return n
 
 
 async def io_floor(
@@ -137,10 +129,17 @@ async def io_floor(
     began = time.perf_counter()
     n_read = 0
     for topic in inputs:
-        n_read += (await _read_all(log, topic, topic == "fs.gps"))[0]
+        if topic == "fs.gps":
+            n_read += await _read_columns(log, topic)
+        else:
+            n_read += len(await read_records(log, topic))
     read = time.perf_counter() - began
     outputs = ("fs.workorders", "fs.by-technician", "fs.geofence", "fs.dlq")
-    appended = [r for topic in outputs for r in (await _read_all(log, topic, False))[1]]
+    appended = [
+        OutRecord(topic, r.value, r.key, r.timestamp_ms)
+        for topic in outputs
+        for r in await read_records(log, topic)
+    ]
     appended.sort(key=lambda r: r.timestamp_ms)  # as the rounds appended them
     await log.close()
     store = SqliteStateStore.in_dir(directory)

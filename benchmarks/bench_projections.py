@@ -63,6 +63,7 @@ from streams.projection_stage import (
     build_projection_stage,
 )
 from streams.projection_store import STORE_FILE
+from streams.replay import read_records
 from streams.state_store import SqliteStateStore
 
 TARGET = 200_000
@@ -115,16 +116,7 @@ class NaiveView(SQLiteTrackingRecorder):
 async def naive(log: Log, path: Path, limit: int) -> tuple[int, float]:
     """The anchor (see 4.) over ``limit`` of the log's records, evenly spread (read before
     the clock starts). Returns the records done and the seconds."""
-    everything = []
-    for topic in TOPICS:
-        for partition, end in (await log.end_offsets(topic)).items():
-            at = 0
-            while at < end:
-                got = await log.read(topic, partition, at, 10_000)
-                if not got:
-                    break
-                everything += got
-                at = got[-1].offset + 1
+    everything = [r for topic in TOPICS for r in await read_records(log, topic)]
     step = max(1, len(everything) // max(1, limit))
     sample = everything[::step][:limit]
     sample.sort(key=lambda r: (r.topic, r.partition, r.offset))  # each position moves forward

@@ -18,7 +18,7 @@ from events.catalog import INPUT_TOPICS, TOPICS
 from streams.bootstrap import build_stages, topic_spec
 from streams.config import Config
 from streams.embedded import EmbeddedLog
-from streams.log import Log, OutRecord
+from streams.log import Log, OutRecord, Record
 from streams.pipeline import Stage, run_until_idle
 from streams.state_store import SqliteStateStore
 
@@ -98,15 +98,20 @@ async def replay(
     return ReplayResult(into, copied, processed), stages, target, store
 
 
-async def read_topic(log: Log, topic: str) -> list[bytes]:
-    """Every record value of ``topic``, partition by partition in offset order."""
-    values: list[bytes] = []
+async def read_records(log: Log, topic: str) -> list[Record]:
+    """Every record of ``topic``, partition by partition in offset order."""
+    found: list[Record] = []
     for partition, end in (await log.end_offsets(topic)).items():
         offset = 0
         while offset < end:
             records = await log.read(topic, partition, offset, 50_000)
             if not records:
                 break
-            values += [r.value for r in records]
+            found += records
             offset = records[-1].offset + 1
-    return values
+    return found
+
+
+async def read_topic(log: Log, topic: str) -> list[bytes]:
+    """Every record value of ``topic``, partition by partition in offset order."""
+    return [r.value for r in await read_records(log, topic)]

@@ -17,6 +17,7 @@ from streams.bootstrap import build_stages, open_log
 from streams.config import Config
 from streams.log import Log, Record
 from streams.pipeline import Stage, run_until_idle
+from streams.replay import read_records
 from streams.state_store import StateStore
 
 
@@ -38,14 +39,7 @@ async def ingest_day(log: Log, sim: Simulation) -> None:
 
 
 async def read_all(log: Log, topic: str) -> list[Record]:
-    out: list[Record] = []
-    for partition, end in (await log.end_offsets(topic)).items():
-        offset = 0
-        while offset < end:
-            batch = await log.read(topic, partition, offset)
-            out += batch
-            offset = batch[-1].offset + 1
-    return out
+    return await read_records(log, topic)
 
 
 async def process(log: Log, store: StateStore, config: Config) -> list[Stage]:
