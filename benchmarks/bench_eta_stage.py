@@ -12,6 +12,8 @@ Run by hand:  .venv/bin/python benchmarks/bench_eta_stage.py [--technicians N] [
 Prints pings/s (the fs.gps records the stage consumed, per second of the timed run) against
 the issue's target of 50,000/s, the records and outputs it handled, and the process's CPU
 time over the timed run (on a shared machine the wall time also counts other processes').
+Then, timed in the same run, the anchor (benchmarks/anchors.py): the naive ETA, a
+shortest-path search per ping, over 300 of the day's pings sent on the way to a job.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from anchors import en_route_pings, naive_eta_rate
 
 from eta_engine.roads import RoadGraph
 from gateway.feed import Clock, feed
@@ -85,6 +89,9 @@ def main() -> None:
     parser.add_argument("--scenario", default="normal")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="cProfile the timed part")
+    parser.add_argument(
+        "--anchor-pings", type=int, default=300, help="pings the naive anchor is timed on"
+    )
     args = parser.parse_args()
     graph = RoadGraph.default()
     sim = simulate(make_params(args.scenario, technicians=args.technicians, seed=args.seed), graph)
@@ -102,6 +109,11 @@ def main() -> None:
         f"{totals.get('LateAlertRaised', 0):,} alerts raised) in {seconds:.2f} s "
         f"({cpu:.2f} s CPU): "
         f"{rate:,.0f} pings/s   target >= {TARGET:,}/s: {'ok' if rate >= TARGET else 'MISSED'}"
+    )
+    n_naive, naive = naive_eta_rate(graph, en_route_pings(sim), args.anchor_pings)
+    print(
+        f"naive anchor (a shortest-path search per ping, for the day's pings on the way to a "
+        f"job): {n_naive:,} pings, {naive:,.0f}/s; the stage {rate / naive:,.0f}x the anchor"
     )
 
 

@@ -12,7 +12,9 @@ ETA stages over it until idle, and scoring fs.eta against the baselines.
 Prints the fixes per second of the whole run against the issue's target of 50,000/s, and the
 seconds of each phase. Most of the pipeline's cost comes per trip (a shortest-time field per
 destination, a dozen work-order and technician events), the rest per fix: sparse fixes make
-few fixes per second, dense ones many.
+few fixes per second, dense ones many. Then, timed in the same run, the anchor
+(benchmarks/anchors.py): the naive ETA, a shortest-path search per fix, over 300 of the
+day's fixes sent on the way to a job.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from anchors import en_route_pings, naive_eta_rate
 
 from eta_engine.roads import RoadGraph
 from gateway.traces import evaluate_traces
@@ -42,6 +46,9 @@ def main() -> None:
         "--rates",
         default="5,15;1,1",
         help="GPS intervals while driving, seconds 'lo,hi', separated by ';'",
+    )
+    parser.add_argument(
+        "--anchor-pings", type=int, default=300, help="fixes the naive anchor is timed on"
     )
     args = parser.parse_args()
     graph = RoadGraph.default()
@@ -67,6 +74,12 @@ def main() -> None:
             f"({pings / max(trips, 1):,.0f} a trip) in {outcome.seconds:.2f} s: "
             f"{rate_s:,.0f} fixes/s   target >= {TARGET:,}/s: "
             f"{'ok' if rate_s >= TARGET else 'MISSED'}\n    seconds: {phases}"
+        )
+        n_naive, naive = naive_eta_rate(graph, en_route_pings(sim), args.anchor_pings)
+        print(
+            f"    naive anchor (a shortest-path search per fix on the way to a job): "
+            f"{n_naive:,} fixes, {naive:,.0f}/s; the whole evaluation {rate_s / naive:,.0f}x "
+            "the anchor"
         )
 
 

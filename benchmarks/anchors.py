@@ -1,0 +1,54 @@
+"""The naive ETA, the anchor of the ETA benchmarks: a shortest-path search per ping.
+
+What the engine is built not to do (ARCHITECTURE.md: "a ping's travel time is a lookup, not
+a search"): for each ping of a technician on the way to a job, the nearest road node, then
+scipy's Dijkstra from there over the whole graph to the job's site. Timed over pings spread
+evenly over the ones given, in the same run as the code it anchors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from eta_engine.roads import RoadGraph
+from events import kinds as k
+from simulator import Simulation
+
+NaivePing = tuple[float, float, float, float]
+"""(lat, lon) of a ping and (lat, lon) of the site its technician is driving to."""
+
+
+def naive_eta_rate(graph: RoadGraph, pings: Sequence[NaivePing], sample: int) -> tuple[int, float]:
+    """Pings per second of the naive ETA over ``sample`` of ``pings`` (the sites' nearest
+    nodes are found before the clock starts). Returns the pings timed and the rate."""
+    chosen = list(pings[:: max(1, len(pings) // max(1, sample))][:sample])
+    if not chosen:
+        raise ValueError("no ping to time the naive anchor on")
+    sites = {(lat, lon): graph.nearest_node(lat, lon)[0] for _, _, lat, lon in chosen}
+    began = time.perf_counter()
+    for lat, lon, site_lat, site_lon in chosen:
+        node, _ = graph.nearest_node(lat, lon)
+        graph.travel_time(node, sites[(site_lat, site_lon)])
+    return len(chosen), len(chosen) / (time.perf_counter() - began)
+
+
+def en_route_pings(sim: Simulation) -> list[NaivePing]:
+    """The pings of a simulated day sent while their technician drove to a job, with the
+    job's site (from the truth file's en-route and arrival times)."""
+    sites: dict[str, tuple[float, float]] = {}
+    by_technician: dict[str, list[tuple[int, int, str]]] = {}
+    for row in sim.truth:
+        by_technician.setdefault(row["technician_id"], []).append(
+            (row["en_route_ms"], row["arrival_ms"], row["work_order_id"])
+        )
+    pings: list[NaivePing] = []
+    for _, event in sim.iter_events():
+        if isinstance(event, k.WorkOrderBooked):
+            sites[event.work_order_id] = (event.site_lat, event.site_lon)
+        elif isinstance(event, k.GpsPinged):
+            for start, end, work_order in by_technician.get(event.technician_id, ()):
+                if start <= event.time <= end and work_order in sites:
+                    pings.append((event.lat, event.lon, *sites[work_order]))
+                    break
+    return pings
