@@ -1,19 +1,22 @@
-"""The naive ETA, the anchor of the ETA benchmarks: a shortest-path search per ping.
+"""What the benchmarks measure our code against, in the same run: anchors and floors.
 
-What the engine is built not to do (ARCHITECTURE.md: "a ping's travel time is a lookup, not
-a search"): for each ping of a technician on the way to a job, the nearest road node, then
-scipy's Dijkstra from there over the whole graph to the job's site. Timed over pings spread
-evenly over the ones given, in the same run as the code it anchors.
+The naive ETA, the anchor of the ETA benchmarks, is what the engine is built not to do
+(ARCHITECTURE.md: "a ping's travel time is a lookup, not a search"): for each ping of a
+technician on the way to a job, the nearest road node, then scipy's Dijkstra from there over
+the whole graph to the job's site, timed over pings spread evenly over the ones given. The
+read floor (:func:`read_once`) is every record a stage reads, read once, nothing done with it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Sequence
 
 from eta_engine.roads import RoadGraph
 from events import kinds as k
 from simulator import Simulation
+from streams.log import Log
+from streams.replay import read_records
 
 NaivePing = tuple[float, float, float, float]
 """(lat, lon) of a ping and (lat, lon) of the site its technician is driving to."""
@@ -52,3 +55,23 @@ def en_route_pings(sim: Simulation) -> list[NaivePing]:
                     pings.append((event.lat, event.lon, *sites[work_order]))
                     break
     return pings
+
+
+async def read_once(log: Log, topics: Iterable[str], columnar: Container[str]) -> int:
+    """Read every record of ``topics`` once, doing nothing with them (``columnar`` ones a
+    column at a time, as the stages read pings): the read floor of a benchmark. Returns how
+    many records were read."""
+    n = 0
+    for topic in topics:
+        if topic not in columnar:
+            n += len(await read_records(log, topic))
+            continue
+        for partition, end in (await log.end_offsets(topic)).items():
+            at = 0
+            while at < end:
+                got = await log.read_columns(topic, partition, at, 10_000)
+                if not len(got):
+                    break
+                at = int(got.offsets[-1]) + 1
+                n += len(got)
+    return n

@@ -35,6 +35,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from anchors import read_once
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, event
 
@@ -44,7 +45,7 @@ from gateway.feed import Clock, feed
 from simulator import encoded_lines, make_params, simulate
 from streams.bootstrap import build_stages, open_log
 from streams.config import Config
-from streams.log import Columns, Log, OutRecord
+from streams.log import OutRecord
 from streams.pipeline import GROUP_ROUNDS, HORIZON_STEP_MS, run_until_idle
 from streams.replay import read_records
 from streams.stages import FleetProcessor, WorkOrderProcessor
@@ -104,21 +105,6 @@ async def stages_over(lines: list[tuple[int, bytes]], directory: Path) -> tuple[
     return processed, seconds
 
 
-async def _read_columns(log: Log, topic: str) -> int:
-    """Every record of ``topic`` read a column at a time, as the fleet stage reads pings;
-    returns how many."""
-    n = 0
-    for partition, end in (await log.end_offsets(topic)).items():
-        at = 0
-        while at < end:
-            got: Columns = await log.read_columns(topic, partition, at, 10_000)
-            if not len(got):
-                break
-            at = int(got.offsets[-1]) + 1
-            n += len(got)
-    return n
-
-
 async def io_floor(
     directory: Path, floor_dir: Path, hours: int
 ) -> tuple[dict[str, float], dict[str, int]]:
@@ -127,12 +113,7 @@ async def io_floor(
     log = await open_log(Config(data_dir=directory), create_topics=False)
     inputs = dict.fromkeys((*WorkOrderProcessor.inputs, *FleetProcessor.inputs))
     began = time.perf_counter()
-    n_read = 0
-    for topic in inputs:
-        if topic == "fs.gps":
-            n_read += await _read_columns(log, topic)
-        else:
-            n_read += len(await read_records(log, topic))
+    n_read = await read_once(log, inputs, {FleetProcessor.columnar})
     read = time.perf_counter() - began
     outputs = ("fs.workorders", "fs.by-technician", "fs.geofence", "fs.dlq")
     appended = [

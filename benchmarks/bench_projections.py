@@ -44,6 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
+from anchors import read_once
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 
@@ -56,12 +57,7 @@ from streams.bootstrap import build_stages, open_log
 from streams.config import Config
 from streams.log import Log
 from streams.pipeline import run_until_idle
-from streams.projection_stage import (
-    COLUMNAR,
-    READ_CHUNK,
-    ProjectionStage,
-    build_projection_stage,
-)
+from streams.projection_stage import COLUMNAR, ProjectionStage, build_projection_stage
 from streams.projection_store import STORE_FILE
 from streams.replay import read_records
 from streams.state_store import SqliteStateStore
@@ -134,30 +130,6 @@ async def naive(log: Log, path: Path, limit: int) -> tuple[int, float]:
     seconds = time.perf_counter() - began
     view.datastore.pool.close()
     return len(sample), seconds
-
-
-async def read_floor(log: Log) -> tuple[int, float]:
-    """Every record of the projection's topics read once, as the stage reads them (see 5.):
-    the records and the seconds."""
-    began = time.perf_counter()
-    n = 0
-    for topic in TOPICS:
-        for partition, end in (await log.end_offsets(topic)).items():
-            at = 0
-            while at < end:
-                if topic in COLUMNAR:
-                    columns = await log.read_columns(topic, partition, at, READ_CHUNK)
-                    got = len(columns)
-                    last = int(columns.offsets[-1]) if got else at
-                else:
-                    records = await log.read(topic, partition, at, READ_CHUNK)
-                    got = len(records)
-                    last = records[-1].offset if got else at
-                if not got:
-                    break
-                n += got
-                at = last + 1
-    return n, time.perf_counter() - began
 
 
 def fresh(directory: Path) -> None:
@@ -233,7 +205,9 @@ async def main() -> None:
             f"{anchor:,.0f} records/s; live {rates[0] / anchor:.1f}x, "
             f"rebuild {rates[1] / anchor:.1f}x the anchor"
         )
-        n, seconds = await read_floor(log)
+        began = time.perf_counter()
+        n = await read_once(log, TOPICS, COLUMNAR)
+        seconds = time.perf_counter() - began
         allowed = n / TARGET
         print(
             f"read floor: {n:,} records read once, nothing done with them, in {seconds:.2f} s, "

@@ -196,10 +196,17 @@ def day_of(ms: int, offset_ms: int = 0) -> str:
     return text
 
 
+_DAY_STARTS: dict[str, int] = {}
+
+
 def day_start(day: str, offset_ms: int = 0) -> int:
-    """The first millisecond of ``day`` (inverse of :func:`day_of`)."""
-    moment = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 1000 - offset_ms
+    """The first millisecond of ``day`` (inverse of :func:`day_of`: ``day_of(t, offset_ms)
+    == day`` exactly for the times from there to a day later)."""
+    midnight = _DAY_STARTS.get(day)
+    if midnight is None:
+        moment = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+        midnight = _DAY_STARTS[day] = int(moment.timestamp()) * 1000
+    return midnight - offset_ms
 
 
 def quantile(values: list[int], q: float) -> float:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from projections.etas import EtaPoint, Etas
-from projections.kpis import DAY_MS, GroupKey, KpiBook, day_of, day_start
+from projections.kpis import DAY_MS, GroupKey, KpiBook, day_of
 from projections.model import AlertPoint, Input, Order, Technician
 from projections.tracks import Track
 
@@ -104,21 +104,12 @@ class ProjectionState:
         self._shifts_from: dict[str, int] = {}
         self._counts: dict[str, int] = {}
         self._refresh = False
-        self._day_starts: dict[str, int] = {}
 
     def _count(self, name: str, n: int = 1) -> None:
         self._counts[name] = self._counts.get(name, 0) + n
 
     def day(self, ms: int) -> str:
         return day_of(ms, self.settings.day_offset_ms)
-
-    def day_start(self, day: str) -> int:
-        """The first millisecond of ``day`` (``day(t) == day`` exactly for the times from
-        there to a day later)."""
-        first = self._day_starts.get(day)
-        if first is None:
-            first = self._day_starts[day] = day_start(day, self.settings.day_offset_ms)
-        return first
 
     def _tech(self, tid: str) -> Technician:
         """The technician ``tid`` (created, empty, on first mention)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from projections.etas import EtaPoint, quantiles
-from projections.kpis import DAY_MS, Contribution, Part, counters, group_pairs
+from projections.kpis import DAY_MS, Contribution, Part, counters, day_start, group_pairs
 from projections.model import Input, Order, Technician, Visit
 from projections.state import HOUR_MS, ProjectionState
 
@@ -269,7 +269,7 @@ class Subjects(ProjectionState):
 
     def _shifts_on(self, tech: Technician, day: str) -> list[tuple[int, int | None]]:
         """The technician's shifts started on ``day``."""
-        first = self.day_start(day)
+        first = day_start(day, self.settings.day_offset_ms)
         return tech.shifts_started(first, first + DAY_MS)
 
     def _shift_mm(self, tid: str, day: str) -> int:
