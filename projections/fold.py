@@ -1,7 +1,7 @@
 """The projection fold: log records in, KPI rows, visit facts and live-tracking rows out.
 
 :class:`Projection` is pure (no I/O, no clock). Feed it each partition's records in offset
-order with :meth:`Projection.apply` (GPS pings may come a column at a time, with
+order with :meth:`Projection.apply` (GPS pings may come parsed, a column at a time, with
 :meth:`Projection.apply_pings`; partitions and topics may come in any order), then call
 :meth:`Projection.flush` once per batch: it returns every row the batch changed, for the store
 to write in one transaction with the offsets after the batch.
@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from events import kinds as k
@@ -60,6 +61,7 @@ from projections.model import (
     track_doc,
     track_into,
 )
+from projections.pings import Pings, event_id
 from projections.state import HOUR_MS, Cause, Subject
 from projections.tracks import Fix, FixArrays, Track, append_batch, fix_arrays
 from projections.views import Views
@@ -102,24 +104,6 @@ class RecordLike(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes: ...
-
-
-class ColumnsLike(Protocol):
-    """One partition's records a column at a time, in offset order (``streams.log.Columns``
-    has it): how the stage hands over GPS pings, without one object per record."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offsets(self) -> Any: ...
-    @property
-    def timestamps(self) -> Any: ...
-    @property
-    def keys(self) -> list[bytes | None]: ...
-    @property
-    def values(self) -> list[bytes]: ...
 
 
 @dataclass(slots=True)
@@ -237,13 +221,16 @@ class Projection(Views):
         if not records:
             return
         if topic == "fs.gps":
-            self._pings(
-                topic,
-                records[0].partition,
-                [r.timestamp_ms for r in records],
-                [r.key for r in records],
-                [r.value for r in records],
-                lambda i: (records[i].offset, records[i].value),
+            first = records[0]
+            self.apply_pings(
+                Pings.parse(
+                    topic,
+                    first.partition,
+                    np.array([r.offset for r in records], dtype=np.int64),
+                    np.array([r.timestamp_ms for r in records], dtype=np.int64),
+                    [r.key for r in records],
+                    [r.value for r in records],
+                )
             )
             return
         if topic == "fs.eta":
@@ -270,7 +257,7 @@ class Projection(Views):
             first.topic,
             first.partition,
             [r.timestamp_ms for r in records],
-            lambda i: (records[i].offset, records[i].value),
+            lambda i: (records[i].offset, event_id(records[i].value)),
         )
 
     def _seen(
@@ -278,10 +265,10 @@ class Projection(Views):
         topic: str,
         partition: int,
         times: list[int],
-        record: Callable[[int], tuple[int, bytes]],
+        record: Callable[[int], tuple[int, str]],
     ) -> None:
         """Note, from one partition's records (their times, and ``record(i)``: the offset and
-        value of the i-th), the newest event read (the cause of on-demand snapshots) and, per
+        event id of the i-th), the newest event read (the cause of on-demand snapshots) and, per
         day, the last event read before the day's close (the cause of its day-close
         snapshots: the same whatever the batching)."""
         lateness, offset = self.settings.lateness_ms, self.settings.day_offset_ms
@@ -298,68 +285,61 @@ class Projection(Views):
                     best[bucket] = i
         for bucket, i in best.items():
             t = times[i]
-            at, value = record(i)
+            at, eid = record(i)
             key = (t, topic, partition, at)
             old = self.close_causes.get(bucket)
             if old is None or key > (old.time, old.topic, old.partition, old.offset):
-                self.close_causes[bucket] = Cause(_event_id(value), topic, partition, at, t)
+                self.close_causes[bucket] = Cause(eid, topic, partition, at, t)
             if t > self.watermark:
                 self.watermark = t
-                self.cause = Cause(_event_id(value), topic, partition, at, t)
+                self.cause = Cause(eid, topic, partition, at, t)
 
-    def apply_pings(self, columns: ColumnsLike) -> None:
-        """Fold one partition's GPS pings, a column at a time (as :meth:`apply` does with
-        records of fs.gps)."""
-        if len(columns.values):
-            offsets = columns.offsets
-            self._pings(
-                columns.topic,
-                columns.partition,
-                columns.timestamps.tolist(),
-                columns.keys,
-                columns.values,
-                lambda i: (int(offsets[i]), columns.values[i]),
-            )
-
-    def _pings(
-        self,
-        topic: str,
-        partition: int,
-        times: list[int],
-        keys: Sequence[bytes | None],
-        values: Sequence[bytes],
-        record: Callable[[int], tuple[int, bytes]],
-    ) -> None:
-        """The hot path (most records are pings). A ping's key is its technician and its
-        record time its event time (ingest guarantees both). Only the ``data`` member is
-        parsed (see :func:`ping_fix`); the fixes are grouped by technician, keeping each
-        one's partition order, and offered to its track in one call."""
+    def apply_pings(self, pings: Pings) -> None:
+        """Fold one partition's GPS pings, parsed (see :class:`~projections.pings.Pings`).
+        The hot path (most records are pings). A ping's key is its technician and its record
+        time its event time (ingest guarantees both); the fixes are grouped by technician,
+        keeping each one's partition order, and offered to its track in one call."""
+        if not len(pings):
+            return
         by_key: dict[bytes, list[Fix]] = {}
+        fixes = pings.fixes()
+        readable = pings.readable
         bad = 0
-        for at, key, value in zip(times, keys, values, strict=True):
-            fix = ping_fix(at, value)
-            if fix is None or not key:
-                bad += 1
-                continue
-            fixes = by_key.get(key)
-            if fixes is None:
-                by_key[key] = [fix]
-            else:
-                fixes.append(fix)
+        if readable.all():
+            for key, fix in zip(pings.keys, fixes, strict=True):
+                group = by_key.get(key)  # type: ignore[arg-type]
+                if group is None:
+                    by_key[key] = [fix]  # type: ignore[index]
+                else:
+                    group.append(fix)
+        else:
+            for key, fix, ok in zip(pings.keys, fixes, readable.tolist(), strict=True):
+                if not ok:
+                    bad += 1
+                    continue
+                group = by_key.get(key)  # type: ignore[arg-type]
+                if group is None:
+                    by_key[key] = [fix]  # type: ignore[index]
+                else:
+                    group.append(fix)
         lateness = self.settings.lateness_ms
         tracks = self.tracks
         pinged = self._pinged
         late = 0
-        for key, fixes in by_key.items():
+        for key, group in by_key.items():
             tid = key.decode()
             track = tracks.get(tid)
             if track is None:
                 track = tracks[tid] = Track()
-            refused = track.offer_all(fixes, lateness)
+            refused = track.offer_all(group, lateness)
             late += refused
-            if refused < len(fixes):
+            if refused < len(group):
                 pinged.add(tid)
-        self._seen(topic, partition, times, record)
+        offsets = pings.offsets
+        times = pings.timestamps.tolist()
+        self._seen(
+            pings.topic, pings.partition, times, lambda i: (int(offsets[i]), pings.event_id(i))
+        )
         self._count("pings", len(times) - late - bad)
         if late:
             self._count("pings_too_late", late)
@@ -1084,37 +1064,3 @@ class Projection(Views):
             ],
             "published": sorted(self.published),
         }
-
-
-_DATA = b',"data":{'
-
-
-def ping_fix(at: int, value: bytes) -> Fix | None:
-    """The fix of a GpsPinged record stamped ``at`` (None if it is not readable as one).
-
-    The record passed ingest's validation, so it is one JSON object. When its last member is
-    ``"data"`` (as every encoder writes it), only that member is parsed: the last
-    ``,"data":{`` of the text, outside any string (a quote inside a string is escaped), that
-    runs to the byte before the closing brace is the top-level member. Any other layout
-    fails that parse and takes the full one; both give the same fix.
-    """
-    try:
-        data = orjson.loads(value[value.rindex(_DATA) + 8 : -1])
-        return (at, float(data["lat"]), float(data["lon"]), data.get("speed_mps"),
-                data.get("heading_deg"))  # fmt: skip
-    except (ValueError, KeyError, TypeError):  # (orjson.JSONDecodeError is a ValueError)
-        pass
-    try:
-        data = orjson.loads(value)["data"]
-        return (at, float(data["lat"]), float(data["lon"]), data.get("speed_mps"),
-                data.get("heading_deg"))  # fmt: skip
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _event_id(value: bytes) -> str:
-    """The event id of a record's value (a few records per batch: the causes)."""
-    try:
-        return str(orjson.loads(value)["id"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return ""

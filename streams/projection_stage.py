@@ -39,6 +39,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, cast
@@ -50,12 +51,14 @@ from events.base import Causation
 from events.codec import encode
 from projections.fold import TOPICS, Changes, Projection, RecordLike
 from projections.kpis import DAY_MS, METRIC_NAMES, GroupKey, group_key_text
+from projections.pings import Pings
 from projections.state import Cause, Settings
 from streams.collector import collector_paused
 from streams.config import Config
-from streams.log import Columns, Log, OutRecord, Record
+from streams.log import Log, OutRecord, Record
 from streams.pipeline import BatchStats
 from streams.projection_store import ProjectionStore, open_projection_store
+from streams.readahead import PingReadAhead
 
 KPI_TOPIC = "fs.kpi"
 READ_CHUNK = 5_000
@@ -70,6 +73,9 @@ technicians: 36 flushes at 100,000, 15 at 300,000, 8 from 500,000 on, bounded by
 closes; 27-28 s, 20-22 s, 20.5 s). The cost: what a restart folds again (the records since
 the last commit, a few seconds of work at most) and views that, while the stage catches up,
 lag the log by up to as many records. A stage that has caught up commits every step."""
+READ_AHEAD_FROM = 5_000
+"""Pings a partition must have left to read before the stage starts a reader process (see
+streams/readahead.py): a backlog worth a process."""
 FOLD_RECORDS = 50_000
 """Records taken while catching up are folded once this many wait (or at the flush): a
 bound on the records held in memory, in batches large enough that the fold's per-call
@@ -104,25 +110,26 @@ def snapshot_record(event: k.KpiSnapshot) -> OutRecord:
     return OutRecord(KPI_TOPIC, encode(event), event.group_key.encode(), event.time)
 
 
-def _oldest(batch: Sequence[RecordLike] | Columns) -> int:
+def _oldest(batch: Sequence[RecordLike] | Pings) -> int:
     """The smallest timestamp of a non-empty batch."""
-    if isinstance(batch, Columns):
+    if isinstance(batch, Pings):
         return int(batch.timestamps.min())
     return min(r.timestamp_ms for r in batch)
 
 
 class _Ahead:
     """One partition's records read ahead and not yet projected (from ``head`` on): a list
-    of records, or, for the topics in :data:`COLUMNAR`, columns (no object per record)."""
+    of records, or, for the topics in :data:`COLUMNAR`, pings parsed into columns (no
+    object per record)."""
 
     __slots__ = ("columns", "head", "records")
 
     def __init__(self, topic: str, partition: int, columnar: bool) -> None:
         self.records: list[Record] = []
-        self.columns: Columns | None = None
+        self.columns: Pings | None = None
         self.head = 0
         if columnar:
-            self.columns = Columns.of(topic, partition, [])
+            self.columns = Pings.empty(topic, partition)
 
     def _size(self) -> int:
         return len(self.columns) if self.columns is not None else len(self.records)
@@ -139,9 +146,9 @@ class _Ahead:
     def last_time(self) -> int:
         return self.time(self._size() - 1)
 
-    def add(self, batch: list[Record] | Columns) -> None:
+    def add(self, batch: list[Record] | Pings) -> None:
         """Append what a read returned (after dropping what was taken already)."""
-        if isinstance(batch, Columns):
+        if isinstance(batch, Pings):
             assert self.columns is not None
             self.columns = self.columns.joined(self.head, batch)
         else:
@@ -150,7 +157,7 @@ class _Ahead:
             self.records.extend(batch)
         self.head = 0
 
-    def take(self, horizon: int | None, share: int) -> tuple[Sequence[RecordLike] | Columns, int]:
+    def take(self, horizon: int | None, share: int) -> tuple[Sequence[RecordLike] | Pings, int]:
         """Take, from the head on, the records up to the first one stamped after ``horizon``
         (without one: ``share`` records). Returns them and the offset after the last taken
         (nothing taken: an empty batch)."""
@@ -212,12 +219,18 @@ class ProjectionStage:
         self._unsaved: dict[tuple[str, int], int] = {}
         """Positions after the records folded but not committed yet (see :meth:`_may_defer`)."""
         self._unsaved_records = 0
-        self._unfolded: dict[tuple[str, int], list[Sequence[RecordLike] | Columns]] = {}
+        self._unfolded: dict[tuple[str, int], list[Sequence[RecordLike] | Pings]] = {}
         """The batches taken and not folded yet, by partition, in order: folded when the
         stage flushes or :data:`FOLD_RECORDS` of them wait (see :meth:`_fold_taken`)."""
         self._unfolded_records = 0
         self._closed = -(2**62)
         """:meth:`_frontier` as of the last commit."""
+        self.read_ahead = True
+        """Whether the pings may be read ahead by a process of their own (see
+        streams/readahead.py): where it can, once a partition has a backlog."""
+        self.read_ahead_chunk: int | None = None
+        """Pings per chunk read ahead (None: :data:`streams.readahead.CHUNK`)."""
+        self._readers: dict[str, PingReadAhead] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -250,9 +263,9 @@ class ProjectionStage:
         topic, p = tp
         at = self._positions[tp]
         while at < end:
-            batch: Sequence[RecordLike] | Columns
+            batch: Sequence[RecordLike] | Pings
             if topic in COLUMNAR:
-                got = await self.log.read_columns(topic, p, at, min(READ_CHUNK, end - at))
+                got = await self._read_pings(topic, p, at, min(READ_CHUNK, end - at))
                 if not len(got):
                     break
                 batch = got.slice(0, int(np.searchsorted(got.offsets, end)))
@@ -272,7 +285,48 @@ class ProjectionStage:
         self._unsaved[tp] = at
         self._fetched[tp] = at
 
+    async def _read_pings(self, topic: str, partition: int, offset: int, n: int) -> Pings:
+        """Up to ``n`` pings of a partition from ``offset`` on, parsed: read ahead by the
+        reader process if it has them (see :meth:`_reader`), else read here."""
+        reader = self._reader(topic, partition, offset)
+        got = None if reader is None else reader.take(partition, offset, n)
+        if got is not None:
+            log: Any = self.log
+            got = replace(got, source=lambda at: log.value_at(topic, partition, at))
+        else:
+            c = await self.log.read_columns(topic, partition, offset, n)
+            got = Pings.parse(topic, partition, c.offsets, c.timestamps, c.keys, c.values)
+        if reader is not None and len(got):
+            reader.ask(partition, int(got.offsets[-1]) + 1, self._ends.get((topic, partition), 0))
+        return got
+
+    def _reader(self, topic: str, partition: int, offset: int) -> PingReadAhead | None:
+        """The reader process of ``topic`` (see streams/readahead.py): started when a
+        partition has at least :data:`READ_AHEAD_FROM` pings to read and :attr:`read_ahead`
+        allows it, and then asked at once for the first chunks of every partition."""
+        reader = self._readers.get(topic)
+        if reader is not None or not self.read_ahead:
+            return reader
+        if self._ends.get((topic, partition), 0) - offset < READ_AHEAD_FROM:
+            return None
+        reader = PingReadAhead.start(self.log, topic)
+        if reader is None:
+            self.read_ahead = False  # it cannot help here
+            return None
+        self._readers[topic] = reader
+        if self.read_ahead_chunk is not None:
+            reader.chunk = self.read_ahead_chunk
+        partitions = self._by_topic.get(topic, [])
+        for ahead in range(1, reader.depth + 1):  # partition by partition, a chunk at a time
+            for tp in partitions:
+                at = self._fetched.get(tp, self._positions[tp])
+                reader.ask(tp[1], at, min(self._ends.get(tp, 0), at + ahead * reader.chunk))
+        return reader
+
     def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers = {}
         if self.store is not None:
             self.store.close()
 
@@ -327,9 +381,9 @@ class ProjectionStage:
                     tp, horizon, share
                 ):
                     fetched = self._fetched.get(tp, self._positions[tp])
-                    batch: list[Record] | Columns
+                    batch: list[Record] | Pings
                     if columnar:
-                        batch = await self.log.read_columns(topic, tp[1], fetched, READ_CHUNK)
+                        batch = await self._read_pings(topic, tp[1], fetched, READ_CHUNK)
                         if not len(batch):
                             break
                         last = int(batch.offsets[-1])
@@ -428,8 +482,8 @@ class ProjectionStage:
             batches = unfolded.get(tp)
             if not batches:
                 continue
-            if isinstance(batches[0], Columns):
-                projection.apply_pings(Columns.concatenated(cast(list[Columns], batches)))
+            if isinstance(batches[0], Pings):
+                projection.apply_pings(Pings.concatenated(cast(list[Pings], batches)))
             else:
                 projection.apply(tp[0], list(chain.from_iterable(batches)))  # type: ignore[arg-type]
 
