@@ -1,5 +1,5 @@
-"""GPS pings read into columns: the fix of each ping (time, position, speed, heading) and its
-event id, parsed once, with no object per ping until the fold takes them.
+"""GPS pings read into columns: the fix of each ping (time, position, speed, heading), parsed
+once, with no object per ping until the fold takes them.
 
 :class:`Pings` is what :meth:`projections.fold.Projection.apply_pings` folds. It is built from
 one partition's records (:meth:`Pings.parse`), by the projection stage as it reads, or by a
@@ -22,7 +22,6 @@ import orjson
 from projections.tracks import Fix
 
 _DATA = b',"data":{'
-_HEAD = b'{"specversion":"1.0","id":"'
 _NAN = math.nan
 _UNREADABLE = (_NAN, _NAN, _NAN, _NAN)
 
@@ -79,19 +78,8 @@ def ping_fix(at: int, value: bytes) -> Fix | None:
 
 
 def event_id(value: bytes) -> str:
-    """The event id of a record's value ("" if it has none). The codec's layout (``id``
-    second, after ``specversion``, written once, no escape in it) is read off the text;
-    anything else is parsed in full."""
-    if value.startswith(_HEAD):
-        start = len(_HEAD)
-        end = value.find(b'"', start)
-        if end > 0 and b"\\" not in value[start:end] and value.count(b'"id":') == 1:
-            try:
-                text = value[start:end].decode()
-            except UnicodeDecodeError:
-                text = ""
-            if text and text.isprintable():  # (a control character is not valid JSON)
-                return text
+    """The event id of a record's value ("" if it has none): asked for a few records per
+    batch (the causes), so parsed in full."""
     try:
         return str(orjson.loads(value)["id"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -103,53 +91,11 @@ _I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
-class Texts:
-    """Byte strings held in one buffer (``data[starts[i]:ends[i]]`` is the i-th): sent
-    between processes, sliced and joined without an object per string."""
-
-    data: bytes
-    starts: _I64
-    ends: _I64
-
-    @classmethod
-    def of(cls, values: Sequence[bytes]) -> Texts:
-        lengths = np.fromiter(map(len, values), np.int64, len(values))
-        ends = np.cumsum(lengths)
-        return cls(b"".join(values), ends - lengths, ends)
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getitem__(self, i: int) -> bytes:
-        return self.data[int(self.starts[i]) : int(self.ends[i])]
-
-    def slice(self, start: int, end: int) -> Texts:
-        return Texts(self.data, self.starts[start:end], self.ends[start:end])
-
-    @classmethod
-    def concatenated(cls, parts: Sequence[Texts]) -> Texts:
-        spans = [p for p in parts if len(p)]
-        if not spans:
-            return parts[0]
-        data: list[bytes] = []
-        starts: list[_I64] = []
-        ends: list[_I64] = []
-        at = 0
-        for part in spans:
-            lo, hi = int(part.starts[0]), int(part.ends[-1])  # (a part is one run of its data)
-            data.append(part.data[lo:hi])
-            starts.append(part.starts - (lo - at))
-            ends.append(part.ends - (lo - at))
-            at += hi - lo
-        return cls(b"".join(data), np.concatenate(starts), np.concatenate(ends))
-
-
-@dataclass(frozen=True, slots=True)
 class Pings:
     """One partition's GPS pings in offset order, parsed (see the module docstring). Speed
     and heading are NaN where the ping had none; ``readable[i]`` is False where the ping is
     not readable as a fix (see :func:`ping_fields`) or has no key (its fields are then NaN).
-    The records' values are kept (in one buffer) for the few whose event id is asked for
+    The records' values are kept for the few whose event id is asked for
     (:meth:`event_id`), or, where the pings were parsed by another process, looked up by
     offset with ``source``."""
 
@@ -163,7 +109,7 @@ class Pings:
     speed: _F64
     heading: _F64
     readable: npt.NDArray[np.bool_]
-    values: Texts | None
+    values: list[bytes] | None
     source: Callable[[int], bytes | None] | None = field(default=None, compare=False)
     """The value of the record at an offset, where ``values`` is None."""
 
@@ -201,7 +147,7 @@ class Pings:
             np.ascontiguousarray(table[:, 2]),
             np.ascontiguousarray(table[:, 3]),
             readable,
-            Texts.of(values) if keep_values else None,
+            list(values) if keep_values else None,
         )
 
     @classmethod
@@ -245,7 +191,7 @@ class Pings:
             self.speed[start:end],
             self.heading[start:end],
             self.readable[start:end],
-            None if self.values is None else self.values.slice(start, end),
+            None if self.values is None else self.values[start:end],
             self.source,
         )
 
@@ -260,12 +206,14 @@ class Pings:
         if len(parts) == 1:
             return parts[0]
         keys: list[bytes | None] = []
-        texts: list[Texts] = []
+        values: list[bytes] | None = []
         source = None
         for part in parts:
             keys += part.keys
-            if part.values is not None:
-                texts.append(part.values)
+            if values is not None and part.values is not None:
+                values += part.values
+            else:
+                values = None
             source = source or part.source
         first = parts[0]
         return cls(
@@ -279,6 +227,6 @@ class Pings:
             np.concatenate([p.speed for p in parts]),
             np.concatenate([p.heading for p in parts]),
             np.concatenate([p.readable for p in parts]),
-            Texts.concatenated(texts) if len(texts) == len(parts) else None,
+            values,
             source,
         )

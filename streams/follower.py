@@ -88,6 +88,15 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+def stop(process: Any, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for a process told to end (its pipe closed) to exit,
+    then kill it."""
+    process.join(timeout=timeout)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
 def _inputs(stage: Any) -> tuple[str, ...]:
     """The topics a stage reads (a :class:`Stage`'s processor's, or its own)."""
     processor = getattr(stage, "processor", stage)
@@ -234,10 +243,7 @@ class Follower:
             self._conn.close()
             self._conn = None
         if self._process is not None:
-            self._process.join(timeout=10)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
+            stop(self._process, timeout=10)
             self._process = None
 
     def _send(self, message: tuple[Any, ...]) -> None:

@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from projections.pings import Pings
-from streams.follower import cores
+from streams.follower import cores, stop
 
 CHUNK = 2_000
 """Pings per chunk asked for."""
@@ -63,8 +63,6 @@ class PingReadAhead:
         """Chunks asked for, no longer wanted, and not received yet."""
         self._failure: str | None = None
         self._arrived = threading.Condition()
-        self.taken = 0
-        """Chunks the stage took (for the tests)."""
         # Replies are taken off the pipe as they come, by a thread (the reader would
         # otherwise wait, with a chunk larger than the pipe holds, until the stage asks).
         self._receiver = threading.Thread(
@@ -129,7 +127,6 @@ class PingReadAhead:
                 if self._failure is not None:
                     raise ReaderFailedError(self._failure)
                 self._arrived.wait()
-            self.taken += 1
             return self._got.pop(key)  # (its values are not sent: set its source to look them up)
 
     def _drop(self, partition: int, offsets: Iterable[int]) -> None:
@@ -167,10 +164,7 @@ class PingReadAhead:
         with contextlib.suppress(OSError):
             self._send.close()
         if self._process is not None:
-            self._process.join(timeout=5)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
+            stop(self._process, timeout=5)
             self._process = None
         self._receiver.join(timeout=5)  # (the reader gone, its pipe is closed)
         with contextlib.suppress(OSError):
