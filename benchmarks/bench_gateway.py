@@ -21,7 +21,13 @@ connect), the CPU each process used during the run, and starved clients (a custo
 technician pinged during the run but who got no frame). Target: p99 <= 100 ms, no client
 starved.
 
+Then, in the same run, the anchor: the same load (a copy of the same log, the same clients
+and pings) served the naive way with the websockets library, each delta encoded per
+subscriber and sent with one awaited ``send`` after another (benchmarks/naive_gateway.py);
+printed: its latency, frames and CPU, and the gateway's ratios to them.
+
     .venv/bin/python benchmarks/bench_gateway.py [--clients 2000] [--rate 5000] [--seconds 30]
+        [--no-anchor]
 
 ``BENCH_PROFILE=FILE`` writes a cProfile of the gateway process (CPU time) to FILE.
 """
@@ -34,6 +40,7 @@ import base64
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -41,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from naive_gateway import naive_gateway_main
 
 
 def _rss_kib(pid: int) -> int:
@@ -443,6 +451,82 @@ def prepare(
     return pings, urls
 
 
+def run_load(
+    server: Any, data_dir: Path, key: bytes, urls: list[tuple[str, str, str | None]],
+    pings: list[tuple[str, float, float, float, float]], args: argparse.Namespace,
+) -> dict[str, Any]:  # fmt: skip
+    """One run: ``server`` (the gateway's or the anchor's main) on ``data_dir``, the clients
+    connected, the pings fed for ``args.seconds``; what each process measured."""
+    ctx = mp.get_context("spawn")
+    gw_end, gw_child = ctx.Pipe()
+    gw = ctx.Process(target=server, args=(str(data_dir), key, gw_child))
+    gw.start()
+    port = gw_end.recv()
+    rss_before = _rss_kib(gw.pid)  # type: ignore[arg-type]
+
+    began = time.perf_counter()
+    n_procs = max(1, min(args.client_processes, len(urls)))
+    shares = [urls[k::n_procs] for k in range(n_procs)]
+    client_ends, client_procs = [], []
+    for share in shares:
+        cl_end, cl_child = ctx.Pipe()
+        proc = ctx.Process(target=clients_main, args=(port, share, args.seconds, cl_child))
+        proc.start()
+        client_ends.append(cl_end)
+        client_procs.append(proc)
+    connected = sum(cl_end.recv()[1] for cl_end in client_ends)
+    connect_s = time.perf_counter() - began
+    time.sleep(1.0)
+    rss_after = _rss_kib(gw.pid)  # type: ignore[arg-type]
+    start_at = time.time() + 2.0
+    for cl_end in client_ends:
+        cl_end.send(start_at)
+    fd_end, fd_child = ctx.Pipe()
+    feeder = ctx.Process(
+        target=feeder_main,
+        args=(str(data_dir), pings, args.rate, args.seconds, start_at, fd_child),
+    )
+    feeder.start()
+    pids = {"gateway": gw.pid, "feeder": feeder.pid}
+    pids.update({f"clients {k + 1}": proc.pid for k, proc in enumerate(client_procs)})
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}  # type: ignore[arg-type]
+    time.sleep(args.seconds)
+    cpu = {n: _cpu_s(pid) - cpu_before[n] for n, pid in pids.items()}  # type: ignore[arg-type]
+    fed = fd_end.recv()
+    results = [cl_end.recv() for cl_end in client_ends]
+    feeder.join()
+    for proc in client_procs:
+        proc.join()
+    gw_end.send("stop")
+    metrics, gw_lags = gw_end.recv()
+    gw.join()
+
+    lat = sorted(x for r in results for x in r["latencies"])
+    per_tech = fed["per_tech"]
+    starved = sum(
+        1
+        for share, r in zip(shares, results, strict=True)
+        for (kind, _, tid), d in zip(share, r["deltas"], strict=True)
+        if kind == "customer" and d == 0 and tid is not None and per_tech.get(tid, 0) > 0
+    )
+    return {
+        "connected": connected,
+        "connect_s": connect_s,
+        "rss": (rss_before, rss_after),
+        "fed": fed,
+        "latencies": lat,
+        "q": statistics.quantiles(lat, n=100) if len(lat) >= 100 else [float("nan")] * 99,
+        "frames": sum(sum(r["frames"]) for r in results),
+        "deltas": [d for r in results for d in r["deltas"]] or [0],
+        "starved": starved,
+        "lost": sum(r["lost"] for r in results),
+        "cpu": cpu,
+        "metrics": metrics,
+        "gw_lags": gw_lags,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=2000)
@@ -451,83 +535,38 @@ def main() -> None:
     parser.add_argument(
         "--client-processes", type=int, default=2, help="processes the clients are spread over"
     )
+    parser.add_argument("--no-anchor", action="store_true", help="skip the naive anchor's run")
     args = parser.parse_args()
     n_dispatchers = max(1, args.clients // 20)
     n_customers = args.clients - n_dispatchers
-    ctx = mp.get_context("spawn")
     key = os.urandom(32)
     with tempfile.TemporaryDirectory(prefix="fieldstream-bench-gw-") as tmp:
-        data_dir = Path(tmp)
+        data_dir = Path(tmp) / "gateway"
+        data_dir.mkdir()
         pings, urls = prepare(data_dir, key, n_customers, n_dispatchers)
         # Skip the early morning: start where most technicians are out driving.
         pings = pings[len(pings) // 4 :]
         needed = int(args.rate * args.seconds) + args.rate
         pings = pings[:needed]
+        anchor_dir = Path(tmp) / "anchor"
+        shutil.copytree(data_dir, anchor_dir)  # the anchor starts from the same log
+        ours = run_load(gateway_main, data_dir, key, urls, pings, args)
+        naive = None
+        if not args.no_anchor:
+            naive = run_load(naive_gateway_main, anchor_dir, key, urls, pings, args)
 
-        gw_end, gw_child = ctx.Pipe()
-        gw = ctx.Process(target=gateway_main, args=(str(data_dir), key, gw_child))
-        gw.start()
-        port = gw_end.recv()
-        rss_before = _rss_kib(gw.pid)  # type: ignore[arg-type]
-
-        began = time.perf_counter()
-        n_procs = max(1, min(args.client_processes, len(urls)))
-        shares = [urls[k::n_procs] for k in range(n_procs)]
-        client_ends, client_procs = [], []
-        for share in shares:
-            cl_end, cl_child = ctx.Pipe()
-            proc = ctx.Process(target=clients_main, args=(port, share, args.seconds, cl_child))
-            proc.start()
-            client_ends.append(cl_end)
-            client_procs.append(proc)
-        connected = sum(cl_end.recv()[1] for cl_end in client_ends)
-        connect_s = time.perf_counter() - began
-        time.sleep(1.0)
-        rss_after = _rss_kib(gw.pid)  # type: ignore[arg-type]
-        print(
-            f"{connected:,} clients connected in {connect_s:.1f} s "
-            f"({n_customers:,} customer feeds, {n_dispatchers} dispatcher feeds)"
-        )
-        start_at = time.time() + 2.0
-        for cl_end in client_ends:
-            cl_end.send(start_at)
-        fd_end, fd_child = ctx.Pipe()
-        feeder = ctx.Process(
-            target=feeder_main,
-            args=(str(data_dir), pings, args.rate, args.seconds, start_at, fd_child),
-        )
-        feeder.start()
-        pids = {"gateway": gw.pid, "feeder": feeder.pid}
-        pids.update({f"clients {k + 1}": proc.pid for k, proc in enumerate(client_procs)})
-        time.sleep(max(0.0, start_at - time.time()))
-        cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}  # type: ignore[arg-type]
-        time.sleep(args.seconds)
-        cpu = {n: _cpu_s(pid) - cpu_before[n] for n, pid in pids.items()}  # type: ignore[arg-type]
-        fed = fd_end.recv()
-        results = [cl_end.recv() for cl_end in client_ends]
-        feeder.join()
-        for proc in client_procs:
-            proc.join()
-        gw_end.send("stop")
-        metrics, gw_lags = gw_end.recv()
-        gw.join()
-
-    lat = sorted(x for r in results for x in r["latencies"])
-    frames = sum(sum(r["frames"]) for r in results)
-    deltas = [d for r in results for d in r["deltas"]]
-    per_tech = fed["per_tech"]
-    starved = sum(
-        1
-        for share, r in zip(shares, results, strict=True)
-        for (kind, _, tid), d in zip(share, r["deltas"], strict=True)
-        if kind == "customer" and d == 0 and tid is not None and per_tech.get(tid, 0) > 0
+    rss_before, rss_after = ours["rss"]
+    connected = ours["connected"]
+    print(
+        f"{connected:,} clients connected in {ours['connect_s']:.1f} s "
+        f"({n_customers:,} customer feeds, {n_dispatchers} dispatcher feeds)"
     )
-    lost = sum(r["lost"] for r in results)
-    q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [float("nan")] * 99
+    fed = ours["fed"]
     print(
         f"pings offered: {fed['offered']:,} in {fed['seconds']:.1f} s "
         f"= {fed['offered'] / fed['seconds']:,.0f}/s"
     )
+    q, lat = ours["q"], ours["latencies"]
     print(
         f"latency ping append -> frame at client: p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, "
         f"max {lat[-1]:.1f} ms over {len(lat):,} positions received"
@@ -538,16 +577,17 @@ def main() -> None:
         f"  stamped -> appended (the feeder: encode, validate, commit): p50 {aq[49]:.1f} ms, "
         f"p99 {aq[98]:.1f} ms, max {appends[-1]:.1f} ms"
     )
-    gw_lags = sorted(x for x in gw_lags if x < 600_000)  # not the seeded positions
+    gw_lags = sorted(x for x in ours["gw_lags"] if x < 600_000)  # not the seeded positions
     if len(gw_lags) >= 100:
         gq = statistics.quantiles(gw_lags, n=100)
         print(
             f"  stamped -> end of the gateway's fan-out pass that wrote it: p50 {gq[49]:.1f} ms, "
             f"p99 {gq[98]:.1f} ms, max {gw_lags[-1]:.1f} ms"
         )
+    deltas = ours["deltas"]
     print(
-        f"frames delivered: {frames:,} in {args.seconds:.0f} s = "
-        f"{frames / args.seconds:,.0f}/s; deltas per client min "
+        f"frames delivered: {ours['frames']:,} in {args.seconds:.0f} s = "
+        f"{ours['frames'] / args.seconds:,.0f}/s; deltas per client min "
         f"{min(deltas)}, median {statistics.median(deltas):.0f}"
     )
     print(
@@ -557,17 +597,35 @@ def main() -> None:
     )
     print(
         "CPU during the run: "
-        + ", ".join(f"{n} {c / args.seconds:.0%}" for n, c in cpu.items())
+        + ", ".join(f"{n} {c / args.seconds:.0%}" for n, c in ours["cpu"].items())
         + " of one core"
     )
     print(
-        f"starved clients (their technician pinged, no frame): {starved}; "
-        f"connections lost during the run: {lost}"
+        f"starved clients (their technician pinged, no frame): {ours['starved']}; "
+        f"connections lost during the run: {ours['lost']}"
     )
     overflow = [
-        line for line in metrics.splitlines() if line.startswith("fieldstream_ws_overflows_total")
+        line
+        for line in ours["metrics"].splitlines()
+        if line.startswith("fieldstream_ws_overflows_total")
     ]
     print("overflows:", ", ".join(overflow) or "none")
+    if naive is None:
+        return
+    nq, nlat = naive["q"], naive["latencies"]
+    print(
+        f"naive websockets fan-out (anchor), the same load: p50 {nq[49]:.1f} ms, "
+        f"p99 {nq[98]:.1f} ms, max {nlat[-1] if nlat else float('nan'):.1f} ms over "
+        f"{len(nlat):,} positions received; frames delivered "
+        f"{naive['frames'] / args.seconds:,.0f}/s; starved clients {naive['starved']}; "
+        f"server process CPU "
+        f"{naive['cpu']['gateway'] / args.seconds:.0%} of one core"
+    )
+    print(
+        f"gateway vs the anchor: p99 latency {nq[98] / q[98]:.1f}x lower, "
+        f"frames delivered {ours['frames'] / max(1, naive['frames']):.2f}x, server CPU "
+        f"{ours['cpu']['gateway'] / max(1e-9, naive['cpu']['gateway']):.2f}x the anchor's"
+    )
 
 
 if __name__ == "__main__":
