@@ -231,6 +231,7 @@ class ProjectionStage:
         self.read_ahead_chunk: int | None = None
         """Pings per chunk read ahead (None: :data:`streams.readahead.CHUNK`)."""
         self._readers: dict[str, PingReadAhead] = {}
+        self._reader_stops: dict[str, weakref.finalize[Any, Any]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -298,7 +299,15 @@ class ProjectionStage:
             got = Pings.parse(topic, partition, c.offsets, c.timestamps, c.keys, c.values)
         if reader is not None and len(got):
             reader.ask(partition, int(got.offsets[-1]) + 1, self._ends.get((topic, partition), 0))
+        if reader is not None and reader.idle():
+            self._stop_reader(topic)  # caught up: started again if a backlog builds up
         return got
+
+    def _stop_reader(self, topic: str) -> None:
+        self._readers.pop(topic, None)
+        stop = self._reader_stops.pop(topic, None)
+        if stop is not None:
+            stop()
 
     def _reader(self, topic: str, partition: int, offset: int) -> PingReadAhead | None:
         """The reader process of ``topic`` (see streams/readahead.py): started when a
@@ -314,6 +323,9 @@ class ProjectionStage:
             self.read_ahead = False  # it cannot help here
             return None
         self._readers[topic] = reader
+        # Stopped by close(), on catching up, or, for a stage dropped without either, when
+        # the stage is collected (the reader holds no reference to it).
+        self._reader_stops[topic] = weakref.finalize(self, reader.close)
         if self.read_ahead_chunk is not None:
             reader.chunk = self.read_ahead_chunk
         partitions = self._by_topic.get(topic, [])
@@ -324,9 +336,8 @@ class ProjectionStage:
         return reader
 
     def close(self) -> None:
-        for reader in self._readers.values():
-            reader.close()
-        self._readers = {}
+        for topic in list(self._readers):
+            self._stop_reader(topic)
         if self.store is not None:
             self.store.close()
 

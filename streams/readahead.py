@@ -14,7 +14,10 @@ use (the tests compare the stores of both ways), and the stage takes a chunk onl
 at the offset it reads next; otherwise (a restart's re-read, a read after the chunks asked for)
 it reads for itself and drops the chunks it asked for. A failure in the reader fails the read,
 with the reader's traceback. The reader exits with the stage (:meth:`PingReadAhead.close`) or as
-soon as the stage's process goes away (its end of the pipe closes).
+soon as the stage's process goes away (its end of the pipe closes); the stage also stops it once
+it has caught up (the reader has no whole chunk left to read), since a forked process keeps the
+pages of the stage's memory as they were at the fork, which the stage's own writes would
+otherwise duplicate for as long as it runs.
 """
 
 from __future__ import annotations
@@ -108,6 +111,11 @@ class PingReadAhead:
             asked.append(at)
             at += self.chunk
         self._next[partition] = at
+
+    def idle(self) -> bool:
+        """Whether no chunk is asked for (every partition was left with less than a chunk
+        to read, or its chunks were dropped)."""
+        return not any(self._asked.values())
 
     def take(self, partition: int, offset: int, most: int) -> Pings | None:
         """The chunk of ``partition`` at ``offset`` (waiting for it), if it was asked for and

@@ -5,6 +5,7 @@ read with the reader's traceback."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -113,5 +114,74 @@ def test_chunks_not_where_the_stage_reads_are_dropped(processed_day: ProcessedDa
         finally:
             reader.close()
             await log.close()
+
+    run(body())
+
+
+def _started_readers(monkeypatch: pytest.MonkeyPatch) -> list[readahead.PingReadAhead]:
+    """Every reader the stage starts, recorded (with a small chunk, so a day has many)."""
+    monkeypatch.setattr(stage_module, "READ_AHEAD_FROM", 100)
+    monkeypatch.setattr(readahead, "CHUNK", 70)
+    started: list[readahead.PingReadAhead] = []
+    start = readahead.PingReadAhead.start
+
+    def recorded(log: Any, topic: str) -> readahead.PingReadAhead | None:
+        reader = start(log, topic)
+        if reader is not None:
+            started.append(reader)
+        return reader
+
+    monkeypatch.setattr(readahead.PingReadAhead, "start", recorded)
+    return started
+
+
+def _alive(reader: readahead.PingReadAhead) -> bool:
+    process = reader._process
+    return process is not None and process.is_alive()
+
+
+@needs_two_cores
+def test_the_reader_stops_once_the_stage_has_caught_up(
+    processed_day: ProcessedDay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = _started_readers(monkeypatch)
+
+    async def body() -> None:
+        log = EmbeddedLog.open(processed_day.data_dir)
+        stage = stage_module.ProjectionStage(
+            log, lambda: SqliteProjectionStore(tmp_path / "p.sqlite3")
+        )
+        try:
+            n = await stage.run_until_idle()
+            assert n > 0
+            assert started, "no reader was started"
+            assert stage._readers == {}
+            assert not any(_alive(reader) for reader in started)
+        finally:
+            stage.close()
+            await log.close()
+
+    run(body())
+
+
+@needs_two_cores
+def test_a_stage_dropped_without_close_stops_its_reader(
+    processed_day: ProcessedDay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = _started_readers(monkeypatch)
+
+    async def body() -> None:
+        log = EmbeddedLog.open(processed_day.data_dir)
+        stage = stage_module.ProjectionStage(
+            log, lambda: SqliteProjectionStore(tmp_path / "p.sqlite3")
+        )
+        await stage.step(None)  # the day's first batch: a reader starts, far from caught up
+        assert len(started) == 1 and _alive(started[0])
+        assert stage.store is not None
+        stage.store.close()
+        del stage
+        gc.collect()
+        assert not _alive(started[0])
+        await log.close()
 
     run(body())
