@@ -137,13 +137,15 @@ def score(
     truth: Sequence[Mapping[str, Any]],
     eta_records: Iterable[bytes],
     alert_records: Iterable[bytes],
-    gps_records: Iterable[bytes],
+    gps_records: Iterable[bytes] | Track,
     sites: Mapping[str, tuple[float, float]],
     graph: RoadGraph,
     horizons_min: Sequence[int] = (60, 30, 10),
     free_flow: Mapping[tuple[tuple[float, float], tuple[float, float]], float] | None = None,
 ) -> dict[str, Any]:
     """Score forecasts and alerts against ``truth`` (one row per visit, simulator format).
+
+    ``gps_records``: the fixes' records, or the :class:`Track` already made of them.
 
     ``free_flow``: free-flow seconds already known, by (site, position) (see
     :func:`candidate_pairs`); the free-flow baseline of any other pair is computed here."""
@@ -156,7 +158,7 @@ def score(
             )
     for items in forecasts.values():
         items.sort(key=lambda f: f.issued)
-    track = Track.of(gps_records)
+    track = gps_records if isinstance(gps_records, Track) else Track.of(gps_records)
 
     rows = sorted(truth, key=lambda r: (r["work_order_id"], r["visit"]))
     previous_arrival: dict[str, int] = {}

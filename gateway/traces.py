@@ -1013,9 +1013,9 @@ async def evaluate_traces(
         replay = trace_events(trips, rules, graph.region)
         # Where each van was at each horizon is known now, and so the free-flow baseline of
         # every pair that might be scored: computed on the other core during the pipeline.
-        fixes = scored_fixes(trips, replay.truth, replay.pings, horizons_min)
+        track = Track.of(scored_fixes(trips, replay.truth, replay.pings, horizons_min))
         free_flow = FreeFlowPrefetch.start(
-            graph, *candidate_pairs(replay.truth, replay.sites, Track.of(fixes), horizons_min)
+            graph, *candidate_pairs(replay.truth, replay.sites, track, horizons_min)
         )
         lap("events")
     etas = await replay_through_pipeline(replay, graph, on_progress=on_progress, prefetch=prefetch)
@@ -1025,7 +1025,7 @@ async def evaluate_traces(
             truth=replay.truth,
             eta_records=etas,
             alert_records=(),
-            gps_records=fixes,
+            gps_records=track,
             sites=replay.sites,
             graph=graph,
             horizons_min=horizons_min,

@@ -588,6 +588,7 @@ def test_predictions_are_the_pairs_the_report_scores(
     few = tr.scored_fixes(trips, replay.truth, replay.pings, horizons)
     assert len(few) < len(replay.pings) / 5
     assert score(gps_records=few, **common) == score(gps_records=replay.pings, **common)
+    assert score(gps_records=Track.of(few), **common) == score(gps_records=few, **common)
     # the free-flow baseline of every pair that might be scored, computed ahead on another
     # core, scores the same; so does half of it (the rest computed in the scoring); a wrong
     # value there would show (the scoring takes them)
