@@ -56,6 +56,8 @@ class Etas:
         self.by_order: dict[str, dict[str, list[EtaPoint]]] = {}
         self.latest: dict[str, tuple[int, str, str]] = {}
         """work order -> (time, id, technician) of its newest point."""
+        self.count = 0
+        """How many points are kept."""
 
     def add(self, order: str, technician: str, point: EtaPoint) -> bool:
         """Keep a point; False if it is already kept (a repeated event id)."""
@@ -72,6 +74,7 @@ class Etas:
         latest = self.latest.get(order)
         if latest is None or stamp > (latest[0], latest[1]):
             self.latest[order] = (point[0], point[1], technician)
+        self.count += 1
         return True
 
     def in_force(
@@ -116,6 +119,7 @@ class Etas:
                 del by_tech[technician]
         if not by_tech:
             del self.by_order[order]
+        self.count -= removed
         return removed
 
     def rows(self) -> list[tuple[str, str, EtaPoint]]:

@@ -692,19 +692,27 @@ class Projection(Views):
             self.etas.prune(wo, keep)
 
     ETA_CHUNKS_MAX = 64
+    ETA_SLACK = 5_000
 
     def _eta_chunk(self, out: Changes) -> None:
-        """The batch's new ETA points, as one chunk; every :data:`ETA_CHUNKS_MAX` chunks
-        they are compacted into one holding just the points kept."""
+        """The batch's new ETA points, as one chunk. The chunks are compacted into one
+        holding just the points kept once there are :data:`ETA_CHUNKS_MAX` of them, or once
+        they hold more than twice the points kept plus :data:`ETA_SLACK` (points of done
+        work orders are pruned as they finish, so what a restart loads stays in proportion
+        to what it keeps, and the compactions' writes to the points added)."""
         if not self._eta_new:
             return
-        if self.eta_chunks >= self.ETA_CHUNKS_MAX:
+        stored = self.eta_stored + len(self._eta_new)
+        kept = self.etas.count
+        if self.eta_chunks >= self.ETA_CHUNKS_MAX or stored > 2 * kept + self.ETA_SLACK:
             out.eta_reset = True
             out.eta_chunks.append((0, orjson.dumps(self.etas.rows())))
             self.eta_chunks = 1
+            self.eta_stored = kept
             return
         out.eta_chunks.append((self.eta_chunks, orjson.dumps(self._eta_new)))
         self.eta_chunks += 1
+        self.eta_stored = stored
 
     def _settle_tracks(
         self,
@@ -990,8 +998,11 @@ class Projection(Views):
                 newest=tech.track_newest,
                 quarantine=tech.track_quarantine,
             )
+        self.eta_stored = 0
         for blob in eta_chunks:
-            for wo, tid, (time, eta_id, p10, p50, p90) in orjson.loads(blob):
+            chunk = orjson.loads(blob)
+            self.eta_stored += len(chunk)
+            for wo, tid, (time, eta_id, p10, p50, p90) in chunk:
                 self.etas.add(wo, tid, (time, eta_id, p10, p50, p90))
         self._prune_etas(set(self.etas.by_order))
         self.eta_chunks = int(meta.get("eta_chunks", 0))

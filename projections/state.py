@@ -97,6 +97,8 @@ class ProjectionState:
         self._eta_new: list[tuple[str, str, EtaPoint]] = []
         self._visits_touched: set[tuple[str, int]] = set()
         self.eta_chunks = 0
+        self.eta_stored = 0
+        """ETA points in the stored chunks (kept or not: a chunk is never rewritten)."""
         self._inputs: set[str] = set()
         self._eta_wo: set[str] = set()
         self._alert_wo: set[str] = set()
