@@ -377,6 +377,96 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _engine_history(
+    config: Config, work_order: str, as_of: int | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the ETA engine published for a work order (up to ``as_of``): its arrival windows
+    and its late alerts, each with the input event that caused it (an alert's cause read
+    back from the log, so the audit shows what the engine had just seen)."""
+    from events.base import Event
+    from events.codec import decode_trusted
+    from streams.log import UnknownTopicError
+    from streams.replay import records_of_key
+
+    key = work_order.encode()
+
+    async def cause_of(log: Any, event: Any) -> str:
+        c = event.causation
+        where = f"{c.topic} {c.partition}@{c.offset}"
+        try:
+            found = await log.read(c.topic, c.partition, c.offset, 1)
+        except UnknownTopicError:
+            found = []
+        cause = decode_trusted(found[0].value) if found and found[0].offset == c.offset else None
+        if isinstance(cause, k.GpsPinged):
+            speed = "-" if cause.speed_mps is None else f"{cause.speed_mps:.1f} m/s"
+            return (
+                f"GpsPinged {c.id} ({where}) at {format_time(cause.time)}: "
+                f"{cause.lat:.5f}, {cause.lon:.5f}, {speed}"
+            )
+        kind = type(cause).__name__ if isinstance(cause, Event) else "event"
+        return f"{kind} {c.id} ({where})"
+
+    async def body() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        log = await open_log(config, create_topics=False)
+        etas: list[dict[str, Any]] = []
+        alerts: list[dict[str, Any]] = []
+        try:
+            for topic in ("fs.eta", "fs.alerts"):
+                try:
+                    records = await records_of_key(log, topic, key)
+                except UnknownTopicError:
+                    continue  # nothing derived yet
+                for record in records:
+                    event = decode_trusted(record.value)
+                    if not isinstance(event, Event) or getattr(event, "work_order_id", None) != (
+                        work_order
+                    ):
+                        continue
+                    if as_of is not None and event.time > as_of:
+                        continue
+                    if isinstance(event, k.EtaUpdated):
+                        etas.append(
+                            {
+                                "time": format_time(event.time),
+                                "technician": event.technician_id,
+                                "p10": format_time(event.p10),
+                                "p50": format_time(event.p50),
+                                "p90": format_time(event.p90),
+                                "reason": event.reason,
+                                "model": event.model_version,
+                                "id": event.id,
+                            }
+                        )
+                    elif isinstance(event, k.LateAlertRaised | k.LateAlertCleared):
+                        row: dict[str, Any] = {
+                            "time": format_time(event.time),
+                            "alert": "raised",
+                            "technician": event.technician_id,
+                            "p(late)": event.probability_late,
+                            "p50": format_time(event.p50),
+                            "window end": None,
+                            "lead min": None,
+                            "message": None,
+                            "reason": None,
+                        }
+                        if isinstance(event, k.LateAlertRaised):
+                            row["window end"] = format_time(event.window_end)
+                            row["lead min"] = round(event.lead_time_s / 60, 1)
+                            row["message"] = event.message
+                        else:
+                            row["alert"] = "cleared"
+                            row["reason"] = event.reason
+                        row["caused by"] = await cause_of(log, event)
+                        row["id"] = event.id
+                        alerts.append(row)
+        finally:
+            await log.close()
+        return etas, alerts
+
+    return asyncio.run(body())
+
+
 def cmd_show_work_order(args: argparse.Namespace, config: Config) -> int:
     from aggregates.workorder import rebuild
 
@@ -390,6 +480,7 @@ def cmd_show_work_order(args: argparse.Namespace, config: Config) -> int:
     state = rebuild(facts)
     if state is None:
         raise CliError(f"no work order {args.id} in {config.describe()}")
+    etas, alerts = _engine_history(config, args.id, args.as_of)
     events = [
         {
             "version": f.originator_version,
@@ -404,7 +495,7 @@ def cmd_show_work_order(args: argparse.Namespace, config: Config) -> int:
     doc = state.as_dict()
     doc.pop("event_ids")
     if args.format == "json":
-        emit(events, fmt="json", extra={"state": doc})
+        emit(events, fmt="json", extra={"state": doc, "etas": etas, "alerts": alerts})
         return 0
     visit = state.visit
     summary = {
@@ -420,14 +511,46 @@ def cmd_show_work_order(args: argparse.Namespace, config: Config) -> int:
         "completed": format_time(visit.completed_at) if visit and visit.completed_at else None,
         "rating": state.rating,
     }
+    as_of = "now" if args.as_of is None else format_time(args.as_of)
     emit(
         [summary],
         fmt="table",
-        title=f"{state.id} as of {format_time(facts[-1].at)}",
+        title=f"{state.id} as of {as_of} (its last event at {format_time(facts[-1].at)})",
         columns=list(summary),
     )
     emit(events, fmt="table", title="the events that produced it, in order")
+    if etas:
+        # (the table shows clock times, UTC; --format json has the whole timestamps and ids)
+        shown = [
+            {name: _clock(value) if name in _TIMES else value for name, value in row.items()}
+            for row in etas[-10:]
+        ]
+        last = f", the last {len(shown)} of {len(etas)}" if len(shown) < len(etas) else ""
+        emit(
+            shown,
+            fmt="table",
+            title=f"its arrival windows (ETAs) published{last}, times UTC",
+            columns=["time", "technician", "p10", "p50", "p90", "reason", "model"],
+        )
+    else:
+        print("no arrival window (ETA) published for it by then")
+    for n, alert in enumerate(alerts, 1):  # one "field value" table each: they are wide
+        emit(
+            [alert],
+            fmt="table",
+            title=f"late alert {n} of {len(alerts)}, and what the engine had just seen",
+        )
+    if not alerts:
+        print("no late alert for it by then")
     return 0
+
+
+_TIMES = frozenset({"time", "p10", "p50", "p90"})
+
+
+def _clock(text: str) -> str:
+    """``2026-11-23T09:21:39.627Z`` as ``09:21:39``."""
+    return text[11:19]
 
 
 # -- simulate and demo ---------------------------------------------------------------------------

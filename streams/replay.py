@@ -19,6 +19,7 @@ from streams.bootstrap import build_stages, topic_spec
 from streams.config import Config
 from streams.embedded import EmbeddedLog
 from streams.log import Log, OutRecord, Record
+from streams.partitioner import partition_for
 from streams.pipeline import Stage, run_until_idle
 from streams.state_store import SqliteStateStore
 
@@ -109,6 +110,30 @@ async def read_records(log: Log, topic: str) -> list[Record]:
                 break
             found += records
             offset = records[-1].offset + 1
+    return found
+
+
+async def records_of_key(log: Log, topic: str, key: bytes, *, chunk: int = 20_000) -> list[Record]:
+    """The records of ``topic`` with ``key``, in offset order. Only the key's partition is
+    read (both log adapters put a keyed record on the partition its key picks), a column at
+    a time: a record is made only for the ones that match."""
+    ends = await log.end_offsets(topic)
+    if not ends:
+        return []
+    partition = partition_for(key, len(ends))
+    end = ends.get(partition, 0)
+    found: list[Record] = []
+    offset = 0
+    while offset < end:
+        columns = await log.read_columns(topic, partition, offset, chunk)
+        if not len(columns):
+            break
+        offsets = columns.offsets.tolist()
+        stamps = columns.timestamps.tolist()
+        for i, k in enumerate(columns.keys):
+            if k == key:
+                found.append(Record(topic, partition, offsets[i], stamps[i], k, columns.values[i]))
+        offset = offsets[-1] + 1
     return found
 
 

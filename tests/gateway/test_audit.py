@@ -121,3 +121,54 @@ def test_show_prints_the_state_and_its_events_as_of_a_time(
     assert main(["show", "work-order", order_id, "--data-dir", str(live)]) == 0
     assert "WorkOrderBooked" in capsys.readouterr().out
     assert main(["show", "work-order", "WO-nope", "--data-dir", str(live)]) == 2
+
+
+def test_show_explains_a_late_alert_with_what_the_engine_had_seen(
+    live: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Why was that delay notice sent: the work order's ETAs and alerts as published, each
+    alert with the input event it was computed on, read back from the log."""
+    alerts = [orjson.loads(value) for _, _, value in _records(live, "fs.alerts")]
+    raised = [a for a in alerts if a["type"] == "LateAlertRaised"]
+    assert raised, "the simulated day raised no late alert"
+    first = raised[0]
+    order_id = first["data"]["work_order_id"]
+    mine = [a for a in alerts if a["data"]["work_order_id"] == order_id]
+    etas = [
+        e
+        for e in (orjson.loads(value) for _, _, value in _records(live, "fs.eta"))
+        if e["data"]["work_order_id"] == order_id
+    ]
+    assert main(["show", "work-order", order_id, "--data-dir", str(live), "--format", "json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert sorted(a["id"] for a in doc["alerts"]) == sorted(a["id"] for a in mine)
+    assert sorted(e["id"] for e in doc["etas"]) == sorted(e["id"] for e in etas)
+    shown = next(a for a in doc["alerts"] if a["id"] == first["id"])
+    assert shown["alert"] == "raised"
+    assert shown["p(late)"] == first["data"]["probability_late"]
+    assert shown["message"] == first["data"]["message"]
+    assert shown["window end"] == first["data"]["window_end"]
+    cause = first["causationid"]
+    assert cause in shown["caused by"]
+    if first["causationtopic"] == "fs.gps":  # the ping's own position, read back
+        ping = next(
+            orjson.loads(value)
+            for p, o, value in _records(live, "fs.gps")
+            if (p, o) == (first["causationpartition"], first["causationoffset"])
+        )
+        assert ping["id"] == cause
+        assert f"{ping['data']['lat']:.5f}" in shown["caused by"]
+    # as of just before the alert: its ETAs until then, no alert yet
+    from events.codec import format_time, parse_time
+
+    before = format_time(parse_time(first["time"]) - 1)
+    args = ["show", "work-order", order_id, "--as-of", before, "--data-dir", str(live)]
+    assert main([*args, "--format", "json"]) == 0
+    early = orjson.loads(capsys.readouterr().out)
+    assert first["id"] not in {a["id"] for a in early["alerts"]}
+    assert len(early["etas"]) == sum(1 for e in etas if e["time"] <= before) < len(etas)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "its arrival windows (ETAs) published" in text
+    assert main(["show", "work-order", order_id, "--data-dir", str(live)]) == 0
+    assert "late alert 1 of" in capsys.readouterr().out
