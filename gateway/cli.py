@@ -545,6 +545,116 @@ def cmd_show_work_order(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _last_position(
+    config: Config, technician: str, shifts: Sequence[tuple[int, int | None]], as_of: int | None
+) -> dict[str, Any] | None:
+    """The technician's last in-shift fix on the log (up to ``as_of``): what the pipeline
+    knew of where the van was (pings outside a shift are not a position)."""
+    from streams.log import UnknownTopicError
+    from streams.replay import records_of_key
+
+    def in_shift(t: int) -> bool:
+        return any(start <= t and (end is None or t <= end) for start, end in shifts)
+
+    async def body() -> dict[str, Any] | None:
+        log = await open_log(config, create_topics=False)
+        try:
+            records = await records_of_key(log, "fs.gps", technician.encode())
+        except UnknownTopicError:
+            records = []
+        finally:
+            await log.close()
+        # (a ping's record time is its event time; of equal times, the later on the log)
+        best = max(
+            (
+                r
+                for r in records
+                if (as_of is None or r.timestamp_ms <= as_of) and in_shift(r.timestamp_ms)
+            ),
+            key=lambda r: (r.timestamp_ms, r.offset),
+            default=None,
+        )
+        if best is None:
+            return None
+        data = orjson.loads(best.value).get("data", {})
+        return {
+            "time": format_time(best.timestamp_ms),
+            "lat": data.get("lat"),
+            "lon": data.get("lon"),
+            "speed_mps": data.get("speed_mps"),
+            "heading_deg": data.get("heading_deg"),
+            "ping": f"fs.gps {best.partition}@{best.offset}",
+        }
+
+    return asyncio.run(body())
+
+
+def cmd_show_technician(args: argparse.Namespace, config: Config) -> int:
+    from aggregates.technician import Technician, evolve
+
+    store = open_state_store(config.data_dir, config.db)
+    try:
+        facts = store.facts("technician", args.id)
+    finally:
+        store.close()
+    if args.as_of is not None:
+        facts = [f for f in facts if f.at <= args.as_of]
+    tech: Technician | None = None
+    for fact in facts:
+        tech = evolve(tech, fact)
+    if tech is None:
+        raise CliError(f"no technician {args.id} in {config.describe()}")
+    position = _last_position(config, tech.id, tech.shifts, args.as_of)
+    events = [
+        {
+            "version": f.originator_version,
+            "time": format_time(f.at),
+            "event": f.kind,
+            "subject": f.subject,
+            "id": f.event_id,
+            "source": f.source,
+        }
+        for f in facts
+    ]
+    doc = tech.as_dict()
+    doc.pop("event_ids")
+    doc.pop("position")  # (the stage keeps it in its own state: the log's pings say it)
+    if args.format == "json":
+        emit(events, fmt="json", extra={"state": doc, "position": position})
+        return 0
+    current = tech.current
+    summary = {
+        "technician": tech.id,
+        "name": tech.name,
+        "team": tech.team,
+        "region": tech.region,
+        "skills": ", ".join(tech.skills),
+        "on shift": tech.on_shift,
+        "shift": None
+        if tech.shift_started_at is None
+        else f"{format_time(tech.shift_started_at)} - "
+        + format_time(tech.shift_ended_at or tech.shift_planned_end or tech.shift_started_at)
+        + ("" if tech.shift_ended_at else " (planned)"),
+        "current job": None if current is None else f"{current.work_order_id} ({current.status})",
+        "queue": ", ".join(j.work_order_id for j in tech.queue) or None,
+        "visits completed": len(tech.finished),
+        "van stock": ", ".join(f"{part} x{n}" for part, n in sorted(tech.van_stock.items()) if n)
+        or None,
+        "last position": None
+        if position is None
+        else f"{position['lat']:.5f}, {position['lon']:.5f} at {position['time']}",
+    }
+    as_of = "now" if args.as_of is None else format_time(args.as_of)
+    emit(
+        [summary],
+        fmt="table",
+        title=f"{tech.id} as of {as_of} (its last event at {format_time(facts[-1].at)})",
+        columns=list(summary),
+    )
+    emit(events, fmt="table", title="the events that produced it, in order")
+    return 0
+
+
 _TIMES = frozenset({"time", "p10", "p50", "p90"})
 
 
@@ -778,6 +888,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", type=_time_arg, help="the state as of this time (UTC)")
     _common(p)
     p.set_defaults(handler=cmd_show_work_order)
+    p = show_sub.add_parser(
+        "technician", help="a technician's state, last in-shift position and events, in order"
+    )
+    p.add_argument("id", help="the technician id")
+    p.add_argument("--as-of", type=_time_arg, help="the state as of this time (UTC)")
+    _common(p)
+    p.set_defaults(handler=cmd_show_technician)
 
     p = sub.add_parser("simulate", help="simulate a day of field service on real roads")
     _simulation_options(p, technicians=50, hours=9.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import orjson
@@ -172,3 +173,95 @@ def test_show_explains_a_late_alert_with_what_the_engine_had_seen(
     assert "its arrival windows (ETAs) published" in text
     assert main(["show", "work-order", order_id, "--data-dir", str(live)]) == 0
     assert "late alert 1 of" in capsys.readouterr().out
+
+
+def _append_ping(data: Path, technician: str, at: int) -> None:
+    from events import kinds as k
+    from events.codec import encode
+    from streams.embedded import EmbeddedLog
+    from streams.log import OutRecord
+
+    ping = k.GpsPinged(
+        id=f"test-off-shift-{technician}-{at}",
+        source="test/device",
+        time=at,
+        subject=technician,
+        technician_id=technician,
+        lat=42.5,
+        lon=1.5,
+        speed_mps=None,
+        heading_deg=None,
+        accuracy_m=5.0,
+    )
+
+    async def body() -> None:
+        log = EmbeddedLog.open(data)
+        try:
+            await log.append([OutRecord("fs.gps", encode(ping), technician.encode(), at)])
+        finally:
+            await log.close()
+
+    run(body())
+
+
+def test_show_technician_gives_its_state_and_last_in_shift_position_as_of_a_time(
+    live: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from events.codec import format_time, parse_time
+
+    sim = simulated_day()
+    row = next(r for r in sim.truth if r["visit"] == 1 and r["technician_id"])
+    tid = row["technician_id"]
+    dispatch = [orjson.loads(v) for _, _, v in _records(live, "fs.dispatch")]
+    shifts: list[list[int | None]] = []
+    for event in sorted(dispatch, key=lambda e: e["time"]):  # its shifts, from the raw events
+        if event["data"].get("technician_id") != tid:
+            continue
+        if event["type"] == "ShiftStarted":
+            shifts.append([parse_time(event["time"]), None])
+        elif event["type"] == "ShiftEnded" and shifts:
+            shifts[-1][1] = parse_time(event["time"])
+    assert shifts
+    pings = sorted(
+        (parse_time(p["time"]), p["data"]["lat"], p["data"]["lon"])
+        for p in (orjson.loads(v) for _, _, v in _records(live, "fs.gps"))
+        if p["data"]["technician_id"] == tid
+    )
+
+    def expected(as_of: int) -> tuple[int, float, float] | None:
+        inside = [
+            p
+            for p in pings
+            if p[0] <= as_of
+            and any(s is not None and s <= p[0] and (e is None or p[0] <= e) for s, e in shifts)
+        ]
+        return inside[-1] if inside else None
+
+    as_of = row["en_route_ms"] + 5 * 60_000
+    want = expected(as_of)
+    assert want is not None
+    args = ["show", "technician", tid, "--data-dir", str(live), "--as-of", format_time(as_of)]
+    assert main([*args, "--format", "json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["state"]["id"] == tid and doc["state"]["registered"]
+    assert doc["state"]["on_shift"]
+    assert all(parse_time(e["time"]) <= as_of for e in doc["rows"])
+    assert (
+        parse_time(doc["position"]["time"]),
+        doc["position"]["lat"],
+        doc["position"]["lon"],
+    ) == want
+    # before its first shift: no position, also with a ping then (outside a shift, a ping
+    # is no position); on a copy of the data, which gets that ping
+    first_start = shifts[0][0]
+    assert first_start is not None
+    copy = tmp_path / "copy"
+    shutil.copytree(live, copy)
+    _append_ping(copy, tid, first_start - 60_000)
+    early = ["show", "technician", tid, "--data-dir", str(copy), "--as-of"]
+    assert main([*early, format_time(first_start - 1), "--format", "json"]) == 0
+    before = orjson.loads(capsys.readouterr().out)
+    assert before["position"] is None and not before["state"]["on_shift"]
+    assert main(args) == 0
+    assert "last position" in capsys.readouterr().out
+    assert main(["show", "technician", "T-nope", "--data-dir", str(live)]) == 2
