@@ -232,6 +232,8 @@ class ProjectionStage:
         """Pings per chunk read ahead (None: :data:`streams.readahead.CHUNK`)."""
         self._readers: dict[str, PingReadAhead] = {}
         self._reader_stops: dict[str, weakref.finalize[Any, Any]] = {}
+        self._released: list[weakref.finalize[Any, Any]] = []
+        """The stops of readers released on catching up, not yet reaped."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -300,13 +302,17 @@ class ProjectionStage:
         if reader is not None and len(got):
             reader.ask(partition, int(got.offsets[-1]) + 1, self._ends.get((topic, partition), 0))
         if reader is not None and reader.idle():
-            self._stop_reader(topic)  # caught up: started again if a backlog builds up
+            # Caught up (started again if a backlog builds up). Not waited for: the reader
+            # exits as its pipe closes, and is reaped by the next start or by close().
+            self._readers.pop(topic)
+            reader.release()
+            self._released.append(self._reader_stops.pop(topic))
         return got
 
-    def _stop_reader(self, topic: str) -> None:
-        self._readers.pop(topic, None)
-        stop = self._reader_stops.pop(topic, None)
-        if stop is not None:
+    def _reap(self) -> None:
+        """Stop the readers released (they have exited by now, or are about to)."""
+        released, self._released = self._released, []
+        for stop in released:
             stop()
 
     def _reader(self, topic: str, partition: int, offset: int) -> PingReadAhead | None:
@@ -318,6 +324,7 @@ class ProjectionStage:
             return reader
         if self._ends.get((topic, partition), 0) - offset < READ_AHEAD_FROM:
             return None
+        self._reap()
         reader = PingReadAhead.start(self.log, topic)
         if reader is None:
             self.read_ahead = False  # it cannot help here
@@ -337,7 +344,9 @@ class ProjectionStage:
 
     def close(self) -> None:
         for topic in list(self._readers):
-            self._stop_reader(topic)
+            self._readers.pop(topic)
+            self._released.append(self._reader_stops.pop(topic))
+        self._reap()
         if self.store is not None:
             self.store.close()
 

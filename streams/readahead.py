@@ -167,6 +167,12 @@ class PingReadAhead:
             self._failure = failure
             self._arrived.notify_all()
 
+    def release(self) -> None:
+        """Let the reader go without waiting for it: it exits once its end of the pipe
+        closes (:meth:`close` then finds it gone)."""
+        with contextlib.suppress(OSError):
+            self._send.close()
+
     def close(self) -> None:
         """Stop the reader (it exits once its end of the pipe closes)."""
         with contextlib.suppress(OSError):

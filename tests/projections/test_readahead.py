@@ -156,6 +156,9 @@ def test_the_reader_stops_once_the_stage_has_caught_up(
             assert n > 0
             assert started, "no reader was started"
             assert stage._readers == {}
+            for reader in started:  # released: each exits on its own, without close()
+                assert reader._process is not None
+                reader._process.join(timeout=10)
             assert not any(_alive(reader) for reader in started)
         finally:
             stage.close()
