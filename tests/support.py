@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from eta_engine.roads import RoadGraph
+from events import kinds as k
 from gateway.feed import Clock, feed
 from simulator import Simulation, encoded_lines, make_params, simulate
 from streams.bootstrap import build_stages, open_log
@@ -60,6 +61,32 @@ def states(stages: list[Stage]) -> dict[str, Any]:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def gps_ping(
+    technician: str,
+    at: int,
+    lat: float = 42.5,
+    lon: float = 1.5,
+    *,
+    id: str,
+    source: str = "test/app",
+    speed_mps: float | None = None,
+    accuracy_m: float | None = None,
+) -> k.GpsPinged:
+    """A GPS ping of ``technician`` at ``at`` (its subject the technician, no heading)."""
+    return k.GpsPinged(
+        id=id,
+        source=source,
+        time=at,
+        subject=technician,
+        technician_id=technician,
+        lat=lat,
+        lon=lon,
+        speed_mps=speed_mps,
+        heading_deg=None,
+        accuracy_m=accuracy_m,
+    )
 
 
 async def embedded_day(data_dir: Path, sim: Simulation) -> Log:

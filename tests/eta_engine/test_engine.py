@@ -26,6 +26,7 @@ from events import kinds as k
 from events.base import Causation, DerivedEvent, Event
 from events.codec import decode, encode
 from tests.eta_engine.conftest import MIN, T0, Stream
+from tests.support import gps_ping
 
 
 def _run(graph: RoadGraph, stream: Stream, batch: int = 500, flush: bool = True) -> list[bytes]:
@@ -325,15 +326,7 @@ def test_the_message_is_in_local_time(graph: RoadGraph, day_factory: Callable[..
 
 
 def _ping(n: int, tech: str, at: int, lat: float, lon: float) -> tuple[Event, Causation]:
-    event = k.GpsPinged(
-        id=f"extra-{n}",
-        source="test/app",
-        time=at,
-        subject=tech,
-        technician_id=tech,
-        lat=lat,
-        lon=lon,
-    )
+    event = gps_ping(tech, at, lat, lon, id=f"extra-{n}")
     return event, Causation(event.id, "fs.gps", 1, 10_000 + n)
 
 

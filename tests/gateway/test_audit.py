@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gateway.cli import main
-from tests.support import embedded_day, read_all, run, simulated_day
+from tests.support import embedded_day, gps_ping, read_all, run, simulated_day
 
 
 @pytest.fixture(scope="module")
@@ -176,23 +176,11 @@ def test_show_explains_a_late_alert_with_what_the_engine_had_seen(
 
 
 def _append_ping(data: Path, technician: str, at: int) -> None:
-    from events import kinds as k
     from events.codec import encode
     from streams.embedded import EmbeddedLog
     from streams.log import OutRecord
 
-    ping = k.GpsPinged(
-        id=f"test-off-shift-{technician}-{at}",
-        source="test/device",
-        time=at,
-        subject=technician,
-        technician_id=technician,
-        lat=42.5,
-        lon=1.5,
-        speed_mps=None,
-        heading_deg=None,
-        accuracy_m=5.0,
-    )
+    ping = gps_ping(technician, at, id=f"test-off-shift-{technician}-{at}", accuracy_m=5.0)
 
     async def body() -> None:
         log = EmbeddedLog.open(data)

@@ -10,7 +10,7 @@ from events import kinds as k
 from events.base import Causation
 from events.codec import decode, encode
 from gateway.evaluate import score
-from tests.support import graph
+from tests.support import gps_ping, graph
 
 MIN = 60_000
 T0 = 1_795_400_000_000
@@ -40,11 +40,7 @@ def eta(n: int, at: int, p10: int, p50: int, p90: int) -> bytes:
 
 
 def ping(n: int, at: int, lat: float, lon: float) -> bytes:
-    return encode(
-        k.GpsPinged(
-            id=f"g{n}", source="t", time=at, subject="T-1", technician_id="T-1", lat=lat, lon=lon
-        )
-    )
+    return encode(gps_ping("T-1", at, lat, lon, id=f"g{n}", source="t"))
 
 
 def alert(cls: type[Any], n: int, at: int, wo: str = "WO-1") -> bytes:

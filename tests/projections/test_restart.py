@@ -17,7 +17,7 @@ from streams.projection_stage import ProjectionStage, build_projection_stage
 from streams.projection_store import SqliteProjectionStore
 from tests.projections.compare import tables
 from tests.projections.conftest import ProcessedDay
-from tests.support import run
+from tests.support import gps_ping, run
 
 MINUTE = 60_000
 
@@ -51,16 +51,13 @@ def _detour(day: ProcessedDay, technician: str, at: int) -> OutRecord:
     ]
     last = decode(pings[-1].value)
     assert isinstance(last, k.GpsPinged)
-    fix = k.GpsPinged(
+    fix = gps_ping(
+        technician,
+        at,
+        last.lat + 0.02,
+        last.lon,
         id=f"late-detour-{technician}-{at}",
         source="test/device",
-        time=at,
-        subject=technician,
-        technician_id=technician,
-        lat=last.lat + 0.02,
-        lon=last.lon,
-        speed_mps=None,
-        heading_deg=None,
         accuracy_m=5.0,
     )
     return OutRecord(GPS.name, encode(fix), technician.encode(), at, (), pings[-1].partition)

@@ -17,6 +17,7 @@ from streams.log import Columns, Record
 from streams.pipeline import _merge_columns
 from streams.stages import JOB_FIELDS, FleetProcessor, WorkOrderProcessor, job_fields
 from tests.events.samples import SAMPLES
+from tests.support import gps_ping
 
 T0 = 1_795_400_000_000
 MIN = 60_000
@@ -58,15 +59,7 @@ def shift(tid: str, at: int, started: bool) -> k.Event:
 
 
 def ping(tid: str | None, at: int, offset: int, lat: float = 42.5) -> Record:
-    event = k.GpsPinged(
-        id=f"p{offset}",
-        source="t",
-        time=at,
-        subject=tid or "nobody",
-        technician_id=tid or "nobody",
-        lat=lat,
-        lon=1.5,
-    )
+    event = gps_ping(tid or "nobody", at, lat, id=f"p{offset}", source="t")
     return Record("fs.gps", 0, offset, at, None if tid is None else tid.encode(), encode(event))
 
 
