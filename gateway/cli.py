@@ -419,11 +419,11 @@ def _engine_history(
                     continue  # nothing derived yet
                 for record in records:
                     event = decode_trusted(record.value)
-                    if not isinstance(event, Event) or getattr(event, "work_order_id", None) != (
-                        work_order
+                    if not isinstance(event, k.EtaUpdated | k.LateAlertRaised | k.LateAlertCleared):
+                        continue  # (fs.alerts also carries assignment conflicts)
+                    if event.work_order_id != work_order or (
+                        as_of is not None and event.time > as_of
                     ):
-                        continue
-                    if as_of is not None and event.time > as_of:
                         continue
                     if isinstance(event, k.EtaUpdated):
                         etas.append(
@@ -438,7 +438,7 @@ def _engine_history(
                                 "id": event.id,
                             }
                         )
-                    elif isinstance(event, k.LateAlertRaised | k.LateAlertCleared):
+                    else:
                         row: dict[str, Any] = {
                             "time": format_time(event.time),
                             "alert": "raised",
