@@ -253,3 +253,40 @@ def test_show_technician_gives_its_state_and_last_in_shift_position_as_of_a_time
     assert main(args) == 0
     assert "last position" in capsys.readouterr().out
     assert main(["show", "technician", "T-nope", "--data-dir", str(live)]) == 2
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_show_tells_the_same_history_in_scale_out_mode(
+    tmp_path: Path, kafka_bootstrap: str, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit commands on Kafka and PostgreSQL print what they print on the embedded log,
+    for the same day: the same facts, ETAs, alerts and causes, the same position."""
+    from tests.streams.kafka_broker import start_broker
+
+    day = tmp_path / "day.jsonl"
+    argv = ["simulate", "--technicians", "8", "--hours", "5", "--seed", "5", "--out", str(day)]
+    assert main(argv) == 0
+    broker = start_broker()  # of its own: the stages use the catalog's topic names
+    try:
+        embedded = ["--data-dir", str(tmp_path / "embedded")]
+        scale_out = ["--kafka", broker.bootstrap, "--db", postgres_url]
+        for where in (embedded, scale_out):
+            assert main(["ingest", str(day), *where, "--format", "json"]) == 0
+            assert main(["process", *where, "--until-idle", "--format", "json"]) == 0
+        capsys.readouterr()
+        etas = [orjson.loads(v) for _, _, v in _records(tmp_path / "embedded", "fs.eta")]
+        assert etas, "the day published no ETA"
+        last = max(etas, key=lambda e: e["time"])  # (its technician on shift by then)
+        order_id, technician = last["data"]["work_order_id"], last["data"]["technician_id"]
+        as_of = last["time"]
+        shown = []
+        for where in (embedded, scale_out):
+            for what, key in (("work-order", order_id), ("technician", technician)):
+                argv = ["show", what, key, "--as-of", as_of, *where, "--format", "json"]
+                assert main(argv) == 0
+                shown.append(orjson.loads(capsys.readouterr().out))
+        assert shown[0]["etas"] and shown[1]["position"] is not None
+        assert shown[:2] == shown[2:]
+    finally:
+        broker.stop()
