@@ -65,8 +65,8 @@ def naive_gateway_main(data_dir: str, key: bytes, conn: Any) -> None:
         else:
             wid = parts.path[len("/ws/track/") :]
             subscribers = track.setdefault(wid, set())
-            last.setdefault(wid, orjson.dumps(view.customer_doc(wid)))
             name, feed, doc = f"track:{wid}", "track", view.customer_doc(wid)
+            last.setdefault(wid, orjson.dumps(doc))
         seq = seqs.get(name, 0)
         snapshot = {"type": "snapshot", "feed": feed, "seq": seq, "epoch": "naive", "data": doc}
         with contextlib.suppress(ConnectionClosed):

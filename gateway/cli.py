@@ -467,16 +467,26 @@ def _engine_history(
     return asyncio.run(body())
 
 
+def _facts_as_of(config: Config, kind: str, aggregate_id: str, as_of: int | None) -> list[Any]:
+    """An aggregate's facts in order, up to ``as_of`` (by event time) if given."""
+    store = open_state_store(config.data_dir, config.db)
+    try:
+        facts = store.facts(kind, aggregate_id)
+    finally:
+        store.close()
+    return facts if as_of is None else [f for f in facts if f.at <= as_of]
+
+
+def _as_of_title(name: str, as_of: int | None, facts: Sequence[Any]) -> str:
+    """A show command's title: the time asked for, and the time of the last event."""
+    asked = "now" if as_of is None else format_time(as_of)
+    return f"{name} as of {asked} (its last event at {format_time(facts[-1].at)})"
+
+
 def cmd_show_work_order(args: argparse.Namespace, config: Config) -> int:
     from aggregates.workorder import rebuild
 
-    store = open_state_store(config.data_dir, config.db)
-    try:
-        facts = store.facts("workorder", args.id)
-    finally:
-        store.close()
-    if args.as_of is not None:
-        facts = [f for f in facts if f.at <= args.as_of]
+    facts = _facts_as_of(config, "workorder", args.id, args.as_of)
     state = rebuild(facts)
     if state is None:
         raise CliError(f"no work order {args.id} in {config.describe()}")
@@ -511,11 +521,10 @@ def cmd_show_work_order(args: argparse.Namespace, config: Config) -> int:
         "completed": format_time(visit.completed_at) if visit and visit.completed_at else None,
         "rating": state.rating,
     }
-    as_of = "now" if args.as_of is None else format_time(args.as_of)
     emit(
         [summary],
         fmt="table",
-        title=f"{state.id} as of {as_of} (its last event at {format_time(facts[-1].at)})",
+        title=_as_of_title(state.id, args.as_of, facts),
         columns=list(summary),
     )
     emit(events, fmt="table", title="the events that produced it, in order")
@@ -592,13 +601,7 @@ def _last_position(
 def cmd_show_technician(args: argparse.Namespace, config: Config) -> int:
     from aggregates.technician import Technician, evolve
 
-    store = open_state_store(config.data_dir, config.db)
-    try:
-        facts = store.facts("technician", args.id)
-    finally:
-        store.close()
-    if args.as_of is not None:
-        facts = [f for f in facts if f.at <= args.as_of]
+    facts = _facts_as_of(config, "technician", args.id, args.as_of)
     tech: Technician | None = None
     for fact in facts:
         tech = evolve(tech, fact)
@@ -644,11 +647,10 @@ def cmd_show_technician(args: argparse.Namespace, config: Config) -> int:
         if position is None
         else f"{position['lat']:.5f}, {position['lon']:.5f} at {position['time']}",
     }
-    as_of = "now" if args.as_of is None else format_time(args.as_of)
     emit(
         [summary],
         fmt="table",
-        title=f"{tech.id} as of {as_of} (its last event at {format_time(facts[-1].at)})",
+        title=_as_of_title(tech.id, args.as_of, facts),
         columns=list(summary),
     )
     emit(events, fmt="table", title="the events that produced it, in order")

@@ -135,6 +135,13 @@ def _started_readers(monkeypatch: pytest.MonkeyPatch) -> list[readahead.PingRead
     return started
 
 
+def _stage(day: ProcessedDay, tmp_path: Path) -> tuple[EmbeddedLog, stage_module.ProjectionStage]:
+    """The day's log and a projection stage over it, with a fresh store."""
+    log = EmbeddedLog.open(day.data_dir)
+    store = tmp_path / "p.sqlite3"
+    return log, stage_module.ProjectionStage(log, lambda: SqliteProjectionStore(store))
+
+
 def _alive(reader: readahead.PingReadAhead) -> bool:
     process = reader._process
     return process is not None and process.is_alive()
@@ -147,10 +154,7 @@ def test_the_reader_stops_once_the_stage_has_caught_up(
     started = _started_readers(monkeypatch)
 
     async def body() -> None:
-        log = EmbeddedLog.open(processed_day.data_dir)
-        stage = stage_module.ProjectionStage(
-            log, lambda: SqliteProjectionStore(tmp_path / "p.sqlite3")
-        )
+        log, stage = _stage(processed_day, tmp_path)
         try:
             n = await stage.run_until_idle()
             assert n > 0
@@ -174,10 +178,7 @@ def test_a_stage_dropped_without_close_stops_its_reader(
     started = _started_readers(monkeypatch)
 
     async def body() -> None:
-        log = EmbeddedLog.open(processed_day.data_dir)
-        stage = stage_module.ProjectionStage(
-            log, lambda: SqliteProjectionStore(tmp_path / "p.sqlite3")
-        )
+        log, stage = _stage(processed_day, tmp_path)
         await stage.step(None)  # the day's first batch: a reader starts, far from caught up
         assert len(started) == 1 and _alive(started[0])
         assert stage.store is not None
